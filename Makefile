@@ -1,0 +1,96 @@
+# dreambooth: one binary (build/dreambooth), one test binary (build/dreambooth_tests).
+#
+#   make                 build both (CUDA backend too when nvcc is found)
+#   make CUDA=0|1        force the CUDA backend off / on
+#   make test            build and run the whole suite (the README's test command)
+#   make fuzz            build the libFuzzer target for the safetensors parser (clang)
+#   make format-check    clang-format --dry-run over the sources (CI runs it)
+#
+# Dependencies come from Debian packages (jobs/setup.sh installs them) and the CUDA toolkit.
+
+BUILD      ?= build
+CXX        ?= g++
+NVCC       ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME  ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
+ifeq ($(origin CUDA),undefined)
+  CUDA := $(if $(NVCC),1,0)
+endif
+OPT        ?= -O2
+PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openblas nlohmann_json
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -MMD -MP
+CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread
+LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
+
+SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -name main.cpp | sort)
+ASM_SRCS   := $(shell find src -name '*.S' | sort)
+TEST_SRCS  := $(shell find tests/unit -name '*.cpp' | sort)
+BENCH_SRCS := $(shell find bench -maxdepth 1 -name '*.cpp' | sort)
+
+ifeq ($(CUDA),1)
+  CPPFLAGS   += -DDB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  CUDA_SRCS  := $(shell find src/backend/cuda -name '*.cpp' | sort)
+  CU_SRCS    := $(shell find kernels -name '*.cu' | sort)
+  NVCCFLAGS  ?= -std=c++20 -O3 -lineinfo -Iinclude \
+                -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+  LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt
+else
+  CUDA_SRCS  :=
+  CU_SRCS    :=
+endif
+
+OBJS       := $(SRCS:%.cpp=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.o) \
+              $(CUDA_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.o)
+TEST_OBJS  := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
+LIB        := $(BUILD)/libdreambooth.a
+
+.PHONY: all test test-unit fuzz format format-check clean bench
+all: $(BUILD)/dreambooth $(BUILD)/dreambooth_tests
+
+$(LIB): $(OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/dreambooth: $(BUILD)/src/cli/main.o $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/dreambooth_tests: $(TEST_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) -lgtest -lgtest_main
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
+
+# Assembler files embed assets (.incbin); paths inside are relative to the repo root.
+$(BUILD)/%.o: %.S
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
+
+# The test command: GoogleTest suite, then the MPI tests under mpirun.
+test: all
+	tests/run_tests.sh $(BUILD)
+
+# libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
+FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
+fuzz: $(BUILD)/fuzz_safetensors
+$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS)
+	@mkdir -p $(@D)
+	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
+
+FORMAT_FILES = $(shell find include src tests/unit tests/fuzz bench kernels -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/src/cli/main.d
