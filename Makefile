@@ -25,7 +25,8 @@ CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -MMD -MP
 CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 
-SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -name main.cpp | sort)
+SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -path 'src/cli/*' | sort)
+CLI_SRCS   := $(shell find src/cli -name '*.cpp' | sort)
 ASM_SRCS   := $(shell find src -name '*.S' | sort)
 TEST_SRCS  := $(shell find tests/unit -name '*.cpp' | sort)
 BENCH_SRCS := $(shell find bench -maxdepth 1 -name '*.cpp' | sort)
@@ -54,7 +55,8 @@ $(LIB): $(OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/dreambooth: $(BUILD)/src/cli/main.o $(LIB)
+CLI_OBJS   := $(CLI_SRCS:%.cpp=$(BUILD)/%.o)
+$(BUILD)/dreambooth: $(CLI_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/dreambooth_tests: $(TEST_OBJS) $(LIB)
@@ -93,4 +95,4 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
--include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/src/cli/main.d
+-include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
