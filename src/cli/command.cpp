@@ -32,7 +32,7 @@ bool parse_command_line(int argc, char** argv, const std::string& usage, const s
     }
   }
   try {
-    po::command_line_parser parser(argc - 1, argv + 1);
+    po::command_line_parser parser(argc, argv);  // skips argv[0], the subcommand name
     parser.options(all);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);
