@@ -11,6 +11,7 @@
 #include <unicode/ustring.h>
 #include <unicode/utf8.h>
 #include <unicode/unistr.h>
+#include <unicode/uniset.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -187,11 +188,28 @@ uint64_t pair_key(int32_t a, int32_t b) {
 }  // namespace
 
 std::string clip_normalize(std::string_view text) {
+  // tokenizers' NFC (unicode-normalization-alignments) has Unicode 9.0 tables: later characters have
+  // combining class 0 and no (de)compositions there. ICU's filtered normalizer reproduces exactly that.
+  struct Nfc9 {
+    icu::UnicodeSet set;
+    std::unique_ptr<icu::FilteredNormalizer2> nfc;
+    Nfc9() {
+      UErrorCode st = U_ZERO_ERROR;
+      set.applyPattern(icu::UnicodeString("[:age=9.0:]", -1, US_INV), st);
+      set.freeze();
+      const icu::Normalizer2* base = icu::Normalizer2::getNFCInstance(st);
+      DB_CHECK(U_SUCCESS(st), "ICU: cannot set up NFC normalization (", u_errorName(st), ")");
+      nfc = std::make_unique<icu::FilteredNormalizer2>(*base, set);
+    }
+  };
+  static const Nfc9 nfc9;
   UErrorCode st = U_ZERO_ERROR;
-  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(st);
-  DB_CHECK(U_SUCCESS(st), "ICU: cannot get the NFC normalizer (", u_errorName(st), ")");
   icu::UnicodeString s = icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), int32_t(text.size())));
-  if (!nfc->isNormalized(s, st)) s = nfc->normalize(s, st);
+  if (!nfc9.nfc->isNormalized(s, st)) {
+    icu::UnicodeString n;
+    nfc9.nfc->normalize(s, n, st);
+    s = std::move(n);
+  }
   DB_CHECK(U_SUCCESS(st), "ICU: NFC normalization failed (", u_errorName(st), ")");
   std::string out;
   out.reserve(text.size());
