@@ -27,7 +27,7 @@ int run_tokenize(int argc, char** argv) {
       ("model", po::value<std::string>()->required(),
        "model folder (diffusers layout) or a tokenizer folder")  //
       ("max-length", po::value<int>()->default_value(0),
-       "sequence length (default: the tokenizer's model_max_length)")            //
+       "sequence length; 0: the tokenizer's model_max_length (77 for SD)")       //
       ("no-pad", po::bool_switch(), "print BOS + tokens + EOS without padding")  //
       ("tokens", po::bool_switch(),
        "print token strings (byte-level form, \"</w>\" ends a word) instead of ids")  //
@@ -43,7 +43,8 @@ int run_tokenize(int argc, char** argv) {
           "exactly as transformers' CLIPTokenizer does with padding=\"max_length\" and\n"
           "truncation: BOS, the tokens, EOS, then pad ids up to the sequence length. Prints one\n"
           "line of space-separated ids per text. A text with more tokens than fit is truncated\n"
-          "(EOS stays last) and a warning names the part that was cut off.",
+          "(EOS stays last) and a warning names the part that was cut off. Put -- before texts\n"
+          "that start with '-'.",
           opts, vm, &pos, &hidden))
     return 0;
   const auto texts = vm["text"].as<std::vector<std::string>>();
