@@ -351,10 +351,14 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
       tok.content = value.get<std::string>();
     } else if (value.is_object() && value.contains("content") && value["content"].is_string()) {
       tok.content = value["content"].get<std::string>();
-      tok.normalized = value.value("normalized", false);
-      DB_CHECK(!value.value("lstrip", false) && !value.value("rstrip", false) &&
-                   !value.value("single_word", false),
-               src->string(), ": ", key, ": lstrip/rstrip/single_word are not supported");
+      auto flag = [&](const char* name) {
+        if (!value.contains(name) || value[name].is_null()) return false;
+        DB_CHECK(value[name].is_boolean(), src->string(), ": ", key, ".", name, " is not true/false");
+        return value[name].get<bool>();
+      };
+      tok.normalized = flag("normalized");
+      DB_CHECK(!flag("lstrip") && !flag("rstrip") && !flag("single_word"), src->string(), ": ", key,
+               ": lstrip/rstrip/single_word are not supported");
     } else {
       throw Error(src->string(), ": ", key, " must be a string or an AddedToken object");
     }
