@@ -34,7 +34,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 import diffusers  # noqa: E402
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
@@ -178,6 +178,7 @@ def build_pipeline(cfg: dict, model_dir: Path, seed: int) -> StableDiffusionPipe
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(model_dir, safe_serialization=True)
+    prefix_text_encoder_file(model_dir / "text_encoder" / "model.safetensors")
     # drop the load-time flags that transformers echoes into tokenizer_config.json
     tc_path = model_dir / "tokenizer" / "tokenizer_config.json"
     tc = {k: v for k, v in json.loads(tc_path.read_text()).items() if k not in ("is_local", "local_files_only")}
@@ -185,8 +186,23 @@ def build_pipeline(cfg: dict, model_dir: Path, seed: int) -> StableDiffusionPipe
     return pipe
 
 
+TE_PREFIX = "text_model."
+
+
+def te_key(name: str) -> str:
+    """transformers 5 flattened CLIPTextModel (no `text_model` submodule) and saves keys without the
+    prefix; every released SD checkpoint and transformers 4 use `text_model.<name>`.  Goldens and the
+    model folder use the prefixed (on-disk, interoperable) names; transformers 5 strips it on load."""
+    return name if name.startswith(TE_PREFIX) else TE_PREFIX + name
+
+
+def prefix_text_encoder_file(path: Path) -> None:
+    tensors = load_file(str(path))
+    save_file({te_key(k): v for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
 def load_pipeline(model_dir: Path) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), safety_checker=None, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), safety_checker=None, dtype=torch.float32)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval()
     return pipe
@@ -326,7 +342,7 @@ def train_goldens(pipe: StableDiffusionPipeline, seed: int, steps: int = 3,
             for n, p in unet.named_parameters():
                 out[f"grad.unet.{n}"] = p.grad.detach().clone()
             for n, p in te.named_parameters():
-                out[f"grad.text_encoder.{n}"] = p.grad.detach().clone()
+                out[f"grad.text_encoder.{te_key(n)}"] = p.grad.detach().clone()
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)
         opt.step()
         losses.append(loss.item())
@@ -342,7 +358,7 @@ def train_goldens(pipe: StableDiffusionPipeline, seed: int, steps: int = 3,
         if p.numel() <= step_max_numel:
             out[f"step{steps}.unet.{n}"] = p.detach().clone()
     for n, p in te.named_parameters():
-        out[f"step{steps}.text_encoder.{n}"] = p.detach().clone()
+        out[f"step{steps}.text_encoder.{te_key(n)}"] = p.detach().clone()
     unet.eval()
     te.eval()
     summary = {"losses": losses, "grad_norms": norms, "prediction_type": ptype}
