@@ -100,14 +100,26 @@ std::string sha256_hex(const void* data, size_t size) {
   return h.hex_digest();
 }
 
-std::string sha256_file_hex(const std::string& path) {
+namespace {
+void hash_file(Sha256& h, const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   DB_CHECK(f, "cannot open ", path, ": ", std::strerror(errno));
-  Sha256 h;
   std::vector<uint8_t> buf(1 << 20);
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) h.update(buf.data(), n);
   DB_CHECK(!std::ferror(f.get()), "cannot read ", path);
+}
+}  // namespace
+
+std::string sha256_file_hex(const std::string& path) {
+  Sha256 h;
+  hash_file(h, path);
+  return h.hex_digest();
+}
+
+std::string sha256_files_hex(const std::vector<std::string>& paths) {
+  Sha256 h;
+  for (const std::string& p : paths) hash_file(h, p);
   return h.hex_digest();
 }
 

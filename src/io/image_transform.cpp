@@ -104,7 +104,6 @@ inline uint8_t clip8(int32_t in) {
 
 // Rows [offset, offset + out.height) of `in` resampled horizontally into `out`.
 void resample_horizontal(Image& out, const Image& in, int offset, const Coeffs& c) {
-#pragma omp parallel for schedule(static) if (int64_t(out.width) * out.height > (1 << 16))
   for (int yy = 0; yy < out.height; ++yy) {
     const uint8_t* src = in.row(yy + offset);
     uint8_t* dst = out.row(yy);
@@ -125,7 +124,6 @@ void resample_horizontal(Image& out, const Image& in, int offset, const Coeffs& 
 
 void resample_vertical(Image& out, const Image& in, const Coeffs& c) {
   const int n = out.width * 3;
-#pragma omp parallel for schedule(static) if (int64_t(out.width) * out.height > (1 << 16))
   for (int yy = 0; yy < out.height; ++yy) {
     const int ymin = c.bounds[2 * yy], ymax = c.bounds[2 * yy + 1];
     const int32_t* k = &c.k[size_t(yy) * c.ksize];

@@ -363,3 +363,13 @@ TEST(Image, PngAndJpegEncodeRoundTrip) {
   EXPECT_FALSE(fs::exists(dir + "/no/such/dir"));
   fs::remove_all(dir);
 }
+
+TEST(Image, ToleratesExtraneousBytesLikePillow) {
+  // libjpeg warns "Corrupt JPEG data: 8 extraneous bytes before marker 0xd9"; Pillow decodes anyway.
+  std::vector<uint8_t> b = read_file_bytes(kFixtures + "rgb444_96x64.jpg");
+  Image clean = decode_image(b.data(), b.size(), "clean.jpg");
+  ASSERT_EQ(b[b.size() - 2], 0xFF);
+  b.insert(b.end() - 2, {'j', 'u', 'n', 'k', 'j', 'u', 'n', 'k'});
+  Image junk = decode_image(b.data(), b.size(), "junk.jpg");
+  EXPECT_EQ(junk.pixels, clean.pixels);
+}

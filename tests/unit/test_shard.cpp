@@ -277,3 +277,18 @@ TEST(Shard, WriterValidatesMeta) {
   EXPECT_NE(error_of([&] { ShardWriter w(dir / "x.h5", m); }).find("vae_fingerprint"), std::string::npos);
   EXPECT_TRUE(fs::is_empty(dir.path));
 }
+
+TEST(Shard, Sha256OfFiles) {
+  TempDir dir;
+  auto put = [&](const std::string& name, const std::string& text) {
+    FILE* f = std::fopen((dir / name).c_str(), "wb");
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+    return dir / name;
+  };
+  std::string a = put("vocab.json", "ab"), b = put("merges.txt", "c");
+  EXPECT_EQ(sha256_file_hex(a), sha256_hex("ab", 2));
+  EXPECT_EQ(sha256_files_hex({a, b}), sha256_hex("abc", 3));
+  std::string msg = error_of([&] { sha256_file_hex(dir / "nope.txt"); });
+  EXPECT_NE(msg.find("nope.txt"), std::string::npos) << msg;
+}

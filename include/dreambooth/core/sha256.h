@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace db {
 
@@ -29,5 +30,8 @@ class Sha256 {
 
 std::string sha256_hex(const void* data, size_t size);
 std::string sha256_file_hex(const std::string& path);  // streams the file; Error names it
+// One digest over the files' bytes back to back, e.g. {vocab.json, merges.txt} for the shard's
+// tokenizer_fingerprint.
+std::string sha256_files_hex(const std::vector<std::string>& paths);
 
 }  // namespace db
