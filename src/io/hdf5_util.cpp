@@ -4,6 +4,13 @@
 
 #include "dreambooth/core/error.h"
 
+// H5Pset_file_locking arrived in 1.10.7 and 1.12.1 (not 1.12.0).
+#if (H5_VERSION_GE(1, 10, 7) && !H5_VERSION_GE(1, 11, 0)) || H5_VERSION_GE(1, 12, 1)
+#define DB_H5_HAVE_FILE_LOCKING 1
+#else
+#define DB_H5_HAVE_FILE_LOCKING 0
+#endif
+
 namespace db::h5 {
 
 std::mutex& mutex() {
@@ -14,7 +21,7 @@ std::mutex& mutex() {
 void init() {
   static std::once_flag once;
   std::call_once(once, [] {
-#if !H5_VERSION_GE(1, 10, 7)
+#if !DB_H5_HAVE_FILE_LOCKING
     ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
 #endif
     H5open();
@@ -53,7 +60,7 @@ void check_status(herr_t status, const char* what) {
 
 hid_t file_access_plist() {
   hid_t fapl = check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate");
-#if H5_VERSION_GE(1, 10, 7)
+#if DB_H5_HAVE_FILE_LOCKING
   check_status(H5Pset_file_locking(fapl, false, true), "H5Pset_file_locking");
 #endif
   return fapl;

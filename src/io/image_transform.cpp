@@ -102,6 +102,28 @@ inline uint8_t clip8(int32_t in) {
   return uint8_t(in >> kPrecisionBits);
 }
 
+// The vertical kernel: dst line j = sum_t k[j][t] * src line (bounds[j] + t), over lines of `n` bytes.
+// The inner loop runs over contiguous bytes and vectorises; integer sums do not depend on the order,
+// so this is bit-identical to Pillow's per-pixel loops.
+void resample_lines(const uint8_t* src, size_t src_stride, uint8_t* dst, size_t dst_stride, int out_lines,
+                    size_t n, const Coeffs& c) {
+  std::vector<int32_t> acc(n);
+  for (int j = 0; j < out_lines; ++j) {
+    const int first = c.bounds[2 * j], count = c.bounds[2 * j + 1];
+    const int32_t* k = &c.k[size_t(j) * c.ksize];
+    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+    for (int t = 0; t < count; ++t) {
+      const uint8_t* s = src + size_t(first + t) * src_stride;
+      const int32_t kt = k[t];
+      int32_t* a = acc.data();
+#pragma omp simd
+      for (size_t i = 0; i < n; ++i) a[i] += s[i] * kt;
+    }
+    uint8_t* d = dst + size_t(j) * dst_stride;
+    for (size_t i = 0; i < n; ++i) d[i] = clip8(acc[i]);
+  }
+}
+
 // Rows [offset, offset + out.height) of `in` resampled horizontally into `out`.
 void resample_horizontal(Image& out, const Image& in, int offset, const Coeffs& c) {
   for (int yy = 0; yy < out.height; ++yy) {
@@ -123,19 +145,8 @@ void resample_horizontal(Image& out, const Image& in, int offset, const Coeffs& 
 }
 
 void resample_vertical(Image& out, const Image& in, const Coeffs& c) {
-  const int n = out.width * 3;
-  for (int yy = 0; yy < out.height; ++yy) {
-    const int ymin = c.bounds[2 * yy], ymax = c.bounds[2 * yy + 1];
-    const int32_t* k = &c.k[size_t(yy) * c.ksize];
-    uint8_t* dst = out.row(yy);
-    std::vector<int32_t> acc(size_t(n), 1 << (kPrecisionBits - 1));
-    for (int y = 0; y < ymax; ++y) {
-      const uint8_t* src = in.row(ymin + y);
-      const int32_t ky = k[y];
-      for (int i = 0; i < n; ++i) acc[i] += src[i] * ky;
-    }
-    for (int i = 0; i < n; ++i) dst[i] = clip8(acc[i]);
-  }
+  const size_t n = size_t(out.width) * 3;
+  resample_lines(in.pixels.data(), n, out.pixels.data(), n, out.height, n, c);
 }
 
 }  // namespace
