@@ -9,6 +9,8 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/sha256.h"
+#include "dreambooth/io/image.h"
+#include "dreambooth/io/image_transform.h"
 #include "dreambooth/io/shard.h"
 
 using namespace db;
@@ -291,4 +293,39 @@ TEST(Shard, Sha256OfFiles) {
   EXPECT_EQ(sha256_files_hex({a, b}), sha256_hex("abc", 3));
   std::string msg = error_of([&] { sha256_file_hex(dir / "nope.txt"); });
   EXPECT_NE(msg.find("nope.txt"), std::string::npos) << msg;
+}
+
+TEST(Shard, PreparedImagesRoundTrip) {
+  // The prepare path in miniature: decode, resize+crop, hash the file, write, read back.
+  TempDir dir;
+  const std::vector<std::string> files = {"rgb_37x91.png", "cmyk_53x41.jpg", "exif6_le_60x34.jpg"};
+  ShardMeta meta = test_meta(32, false);
+  std::vector<std::vector<uint8_t>> want;
+  {
+    ShardWriter w(dir / "prep.h5", meta);
+    std::vector<int32_t> ids(77, 49407);
+    for (const std::string& f : files) {
+      std::vector<uint8_t> bytes = read_file_bytes("tests/fixtures/images/" + f);
+      Image im = resize_and_crop(decode_image(bytes.data(), bytes.size(), f), 32, CropMode::Center);
+      ShardSample s;
+      s.pixels = im.pixels.data();
+      s.prompt_ids = ids.data();
+      s.source_path = f;
+      s.sha256 = sha256_hex(bytes.data(), bytes.size());
+      w.append(s);
+      want.push_back(im.pixels);
+    }
+    w.commit();
+  }
+  if (const char* keep = std::getenv("DREAMBOOTH_KEEP_PREPARED_SHARD"))
+    fs::copy_file(dir / "prep.h5", keep, fs::copy_options::overwrite_existing);
+  ShardReader r(dir / "prep.h5", 32);
+  ASSERT_EQ(r.size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    std::vector<uint8_t> px(size_t(r.pixels_per_sample()));
+    r.read_pixels(i, px.data());
+    EXPECT_EQ(px, want[i]);
+    EXPECT_EQ(r.source_path(i), files[i]);
+    EXPECT_EQ(r.sha256(i), sha256_file_hex("tests/fixtures/images/" + files[i]));
+  }
 }
