@@ -10,6 +10,11 @@
 //   16-bit RGB/RGBA/LA -> high byte; 16-bit gray (PIL mode I;16) -> min(v, 255), PIL's clipping;
 //   1/2/4-bit gray -> scaled to 0..255; CMYK/YCCK JPEG -> Adobe-inverted CMYK then PIL's cmyk2rgb.
 // The format is sniffed from magic bytes, never from the extension.
+// Damage policy, as Pillow's default (LOAD_TRUNCATED_IMAGES = False): a truncated or corrupt JPEG is an
+// error even where libjpeg only warns (TJERR_WARNING, e.g. "Premature end of JPEG file"); the one
+// warning tolerated is "extraneous bytes before marker", which Pillow also decodes through. A PNG
+// whose pixel data is damaged is an error; damage after the pixels (trailing chunks) is ignored.
+// Decoding is thread-safe; callers parallelise over images.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -45,7 +50,7 @@ struct ImageInfo {
   ImageFormat format = ImageFormat::Unknown;
   int width = 0;
   int height = 0;
-  int orientation = 1;  // EXIF 1..8
+  int orientation = 1;  // EXIF 1..8 (JPEG only; PNG eXIf is read by decode_image)
 };
 
 // `name` is used in error messages only ("decode photo.jpg: ..."). Every failure (empty, truncated,
