@@ -75,6 +75,13 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
+# Benchmarks: one binary per bench/*.cpp (build/bench_NAME); see bench/README.md.
+BENCH_BINS := $(BENCH_SRCS:bench/%.cpp=$(BUILD)/bench_%)
+.PRECIOUS: $(BUILD)/bench/%.o
+bench: $(BENCH_BINS)
+$(BUILD)/bench_%: $(BUILD)/bench/%.o $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+
 # The test command: GoogleTest suite, then the MPI tests under mpirun.
 test: all
 	tests/run_tests.sh $(BUILD)
