@@ -171,7 +171,20 @@ def samplers_golden():
     clip = dict(SD15, clip_sample=True)
     cases.append(sampler_case("ddim", "sd15clip", clip, None, 5, init, init_scale=3.0))
     cases.append(sampler_case("ddpm", "sd15clip", clip, None, 5, init, init_scale=3.0, seed=3))
+    tables = []
+    for name, (cls, extra, _) in SAMPLERS.items():
+        for spacing in ("leading", "trailing", "linspace"):
+            for n in (1, 2, 3, 7, 13, 25, 50, 99):
+                cfg = dict(SD15, timestep_spacing=spacing, **extra)
+                sched = cls.from_config(cfg)
+                sched.set_timesteps(n)
+                row = {"sampler": name, "config": cfg, "steps": n, "timesteps": [float(t) for t in sched.timesteps]}
+                if name not in ("pndm", "ddim", "ddpm"):
+                    row["sigmas"] = f32s(sched.sigmas)
+                    row["init_noise_sigma"] = float(sched.init_noise_sigma)
+                tables.append(row)
     return {
+        "timestep_tables": tables,
         "model": "F(m, t) = float32(0.5 * tanh(double(m)) + 0.01 * (double(t) / 1000))",
         "shape": [1, 4, 8, 8],
         "init": f32s(init),

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -112,4 +113,175 @@ TEST(Sampler, MatchesDiffusersGolden) {
   }
   EXPECT_GE(n_cases, 50);
   for (auto& [k, v] : worst) std::printf("  worst %-16s rel_l2 %.2e\n", k.c_str(), v);
+}
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+nlohmann::json sd15_json() {
+  return {{"_class_name", "PNDMScheduler"}, {"beta_end", 0.012},      {"beta_schedule", "scaled_linear"},
+          {"beta_start", 0.00085},          {"clip_sample", false},   {"num_train_timesteps", 1000},
+          {"set_alpha_to_one", false},      {"skip_prk_steps", true}, {"steps_offset", 1},
+          {"trained_betas", nullptr}};
+}
+
+}  // namespace
+
+TEST(Sampler, UnknownNameListsValidOnes) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  const std::string msg = error_of([&] { make_sampler("heun", cfg); });
+  EXPECT_NE(msg.find("unknown name 'heun'"), std::string::npos) << msg;
+  for (const auto& n : sampler_names()) EXPECT_NE(msg.find(n), std::string::npos) << n;
+}
+
+TEST(Sampler, StepCountOutOfRangeFails) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  for (const auto& name : sampler_names()) {
+    auto s = make_sampler(name, cfg);
+    for (int bad : {0, -3, 1001}) {
+      const std::string msg = error_of([&] { s->set_timesteps(bad); });
+      EXPECT_NE(msg.find("number of inference steps must be in [1, num_train_timesteps = 1000], got " +
+                         std::to_string(bad)),
+                std::string::npos)
+          << name << ": " << msg;
+    }
+    EXPECT_EQ(s->set_timesteps(1000).size(), name == "pndm" ? 1001u : 1000u) << name;
+    EXPECT_FALSE(s->set_timesteps(1).empty()) << name;
+  }
+}
+
+TEST(Sampler, DefaultFromClassName) {
+  SchedulerConfig cfg;
+  const std::pair<const char*, const char*> map[] = {{"PNDMScheduler", "pndm"},
+                                                     {"DDIMScheduler", "ddim"},
+                                                     {"EulerDiscreteScheduler", "euler"},
+                                                     {"EulerAncestralDiscreteScheduler", "euler_ancestral"},
+                                                     {"DPMSolverMultistepScheduler", "dpmpp_2m"},
+                                                     {"DDPMScheduler", "ddpm"}};
+  for (auto [cls, name] : map) {
+    cfg.class_name = cls;
+    EXPECT_EQ(sampler_name_for(cfg), name);
+  }
+  cfg.class_name = "DPMSolverMultistepScheduler";
+  cfg.raw = {{"_class_name", "DPMSolverMultistepScheduler"}, {"use_karras_sigmas", true}};
+  EXPECT_EQ(sampler_name_for(cfg), "dpmpp_2m_karras");
+  cfg.class_name = "LMSDiscreteScheduler";
+  EXPECT_NE(error_of([&] { sampler_name_for(cfg); }).find("'LMSDiscreteScheduler' has no sampler"),
+            std::string::npos);
+}
+
+// from_config semantics: SD 1.5's config has no timestep_spacing, so each class uses its own default.
+TEST(Sampler, AbsentFieldsTakeTheTargetClassDefaults) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").timestep_spacing, "leading");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "EulerDiscreteScheduler").timestep_spacing, "linspace");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DPMSolverMultistepScheduler").timestep_spacing, "linspace");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").steps_offset, 1);
+  EXPECT_DOUBLE_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").beta_start, 0.00085);  // the JSON double
+  EXPECT_FALSE(resolve_scheduler_params(cfg, "DDIMScheduler").clip_sample);
+  // A config built in code (no raw JSON) is taken as given.
+  SchedulerConfig code;
+  code.timestep_spacing = "leading";
+  EXPECT_EQ(resolve_scheduler_params(code, "EulerDiscreteScheduler").timestep_spacing, "leading");
+  EXPECT_DOUBLE_EQ(resolve_scheduler_params(code, "EulerDiscreteScheduler").beta_start, 0.00085);
+  auto s = make_sampler("euler", config_from_json(sd15_json()));
+  EXPECT_EQ(s->set_timesteps(5), (std::vector<float>{999.f, 749.25f, 499.5f, 249.75f, 0.f}));
+}
+
+TEST(Sampler, UnsupportedConfigFailsNamingTheField) {
+  auto with = [](const char* key, nlohmann::json v) {
+    auto j = sd15_json();
+    j[key] = v;
+    return config_from_json(j);
+  };
+  EXPECT_NE(error_of([&] { make_sampler("ddim", with("thresholding", true)); }).find("field 'thresholding'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("dpmpp_2m", with("algorithm_type", "sde-dpmsolver++"));
+            }).find("field 'algorithm_type': unsupported value 'sde-dpmsolver++'"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { make_sampler("pndm", with("skip_prk_steps", false)); }).find("field 'skip_prk_steps'"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("ddim", with("timestep_spacing", "uniform"));
+            }).find("field 'timestep_spacing': unsupported value 'uniform'"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { make_sampler("ddpm", with("variance_type", "learned")); }).find("field 'variance_type'"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] { make_sampler("euler", with("use_karras_sigmas", 1)); }).find("expected a boolean"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("euler", with("rescale_betas_zero_snr", true));
+            }).find("field 'rescale_betas_zero_snr'"),
+            std::string::npos);
+  SamplerOptions eta;
+  eta.eta = 0.5f;
+  EXPECT_NE(
+      error_of([&] { make_sampler("euler", with("steps_offset", 1), eta); }).find("only the ddim sampler"),
+      std::string::npos);
+}
+
+TEST(Sampler, StochasticSamplersNeedNoise) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  Tensor x = Tensor::zeros({1, 2, 2, 4}), m = Tensor::zeros({1, 2, 2, 4});
+  for (const char* name : {"euler_ancestral", "ddpm"}) {
+    auto s = make_sampler(name, cfg);
+    const float t = s->set_timesteps(5)[0];
+    Tensor in = s->scale_model_input(x, t);
+    EXPECT_NE(error_of([&] { s->step(m, t, in, nullptr); }).find("noise source"), std::string::npos) << name;
+  }
+  auto ddim = make_sampler("ddim", cfg);  // eta = 0: deterministic, no noise needed
+  const float t = ddim->set_timesteps(5)[0];
+  EXPECT_NO_THROW(ddim->step(m, t, x, nullptr));
+}
+
+// Production noise is keyed by the global image index: image 3 draws the same whether it is generated
+// alone or as the second image of a batch starting at 2.
+TEST(Sampler, PhiloxNoiseIsPerImage) {
+  PhiloxNoiseSource batch(77, 2), single(77, 3);
+  Tensor a = Tensor::empty({2, 4, 4, 4}), b = Tensor::empty({1, 4, 4, 4});
+  batch.fill(4, a);
+  single.fill(4, b);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(a.f32()[64 + i], b.f32()[i]);
+  Tensor c = Tensor::empty({1, 4, 4, 4});
+  single.fill(5, c);
+  EXPECT_NE(c.f32()[0], b.f32()[0]);
+  Tensor l2 = initial_latents(77, 2, {2, 4, 4, 4}), l1 = initial_latents(77, 3, {1, 4, 4, 4});
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(l2.f32()[64 + i], l1.f32()[i]);
+  EXPECT_NE(l1.f32()[0], b.f32()[0]);  // initial latents are their own stream (step 0)
+}
+
+// set_timesteps for every sampler x spacing x {1, 2, 3, 7, 13, 25, 50, 99} steps: timesteps exactly,
+// sigmas to one float ulp (numpy's float32 log and float64 pow in the Karras path may differ from
+// glibc's in the last bit), init_noise_sigma to two.
+TEST(Sampler, TimestepTablesMatchDiffusers) {
+  auto g = load_golden("samplers.json");
+  int rows = 0;
+  for (const auto& r : g["timestep_tables"]) {
+    const std::string tag = std::string(r["sampler"]) + "/" + std::string(r["config"]["timestep_spacing"]) +
+                            "/" + std::to_string(r["steps"].get<int>());
+    SCOPED_TRACE(tag);
+    auto s = make_sampler(r["sampler"], config_from_json(r["config"]));
+    EXPECT_EQ(s->set_timesteps(r["steps"].get<int>()), r["timesteps"].get<std::vector<float>>());
+    if (r.contains("sigmas")) {
+      const auto want = r["sigmas"].get<std::vector<float>>();
+      ASSERT_EQ(s->sigmas().size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i)
+        EXPECT_NEAR(s->sigmas()[i], want[i], 1.2e-7 * std::abs(want[i])) << i;
+      // sqrt(max^2 + 1) (leading spacing) goes through torch's float32 sqrt, which is off by an ulp at times.
+      EXPECT_NEAR(s->init_noise_sigma(), r["init_noise_sigma"].get<double>(), 2.5e-7 * s->init_noise_sigma());
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 7 * 3 * 8);
 }
