@@ -113,12 +113,13 @@ def model(m, t):
     return (0.5 * torch.tanh(m.double()) + 0.01 * (t / 1000.0)).float()
 
 
-def sampler_case(name, base_name, base, spacing, steps, init, eta=0.0, seed=0, init_scale=1.0):
+def sampler_case(name, base_name, base, spacing, steps, init, eta=0.0, seed=0, init_scale=1.0, more=None):
     cls, extra, _ = SAMPLERS[name]
     cfg = dict(base)
     if spacing is not None:
         cfg["timestep_spacing"] = spacing
     cfg.update(extra)
+    cfg.update(more or {})
     sched = cls.from_config(cfg)
     sched.set_timesteps(steps)
     rec = NoiseRecorder(seed)
@@ -134,7 +135,8 @@ def sampler_case(name, base_name, base, spacing, steps, init, eta=0.0, seed=0, i
     finally:
         rec.uninstall()
     case = {
-        "name": f"{name}/{base_name}/{spacing or 'default'}/{steps}" + (f"/eta{eta}" if eta else ""),
+        "name": f"{name}/{base_name}/{spacing or 'default'}/{steps}" + (f"/eta{eta}" if eta else "")
+        + "".join(f"/{k}={v}" for k, v in (more or {}).items()),
         "sampler": name,
         "diffusers_class": cls.__name__,
         "config": cfg,
@@ -171,6 +173,23 @@ def samplers_golden():
     clip = dict(SD15, clip_sample=True)
     cases.append(sampler_case("ddim", "sd15clip", clip, None, 5, init, init_scale=3.0))
     cases.append(sampler_case("ddpm", "sd15clip", clip, None, 5, init, init_scale=3.0, seed=3))
+    # Less common branches: Euler with Karras sigmas, DPM-Solver++ order 3 / heun / sigma_min final,
+    # squaredcos betas (Karras timesteps truncated, not rounded), DDPM fixed_large.
+    for base_name, base in (("sd15", SD15), ("sd21v", SD21V)):
+        cases.append(sampler_case("euler", base_name, base, None, 12, init, more={"use_karras_sigmas": True}))
+        cases.append(sampler_case("dpmpp_2m", base_name, base, None, 20, init, more={"solver_order": 3}))
+        cases.append(sampler_case("dpmpp_2m", base_name, base, None, 8, init, more={"solver_order": 3}))
+        cases.append(sampler_case("dpmpp_2m", base_name, base, None, 10, init, more={"solver_type": "heun"}))
+        cases.append(sampler_case("dpmpp_2m", base_name, base, None, 10, init,
+                                  more={"final_sigmas_type": "sigma_min", "lower_order_final": False}))
+        cases.append(sampler_case("dpmpp_2m_karras", base_name, base, None, 16, init,
+                                  more={"final_sigmas_type": "sigma_min"}))
+        cases.append(sampler_case("dpmpp_2m", base_name, base, None, 6, init, more={"euler_at_final": True}))
+    cos = dict(SD15, beta_schedule="squaredcos_cap_v2")
+    for name in SAMPLERS:  # (dpmpp_2m_karras: diffusers fails here, see make_sampler_golden notes below)
+        if name != "dpmpp_2m_karras":
+            cases.append(sampler_case(name, "sd15cos", cos, None, 8, init, seed=5))
+    cases.append(sampler_case("ddpm", "sd15", SD15, None, 6, init, seed=6, more={"variance_type": "fixed_large"}))
     tables = []
     for name, (cls, extra, _) in SAMPLERS.items():
         for spacing in ("leading", "trailing", "linspace"):
@@ -183,6 +202,14 @@ def samplers_golden():
                     row["sigmas"] = f32s(sched.sigmas)
                     row["init_noise_sigma"] = float(sched.init_noise_sigma)
                 tables.append(row)
+        if name == "euler":
+            for n in (1, 2, 7, 25, 99):
+                cfg = dict(SD15, use_karras_sigmas=True)
+                sched = cls.from_config(cfg)
+                sched.set_timesteps(n)
+                tables.append({"sampler": name, "config": cfg, "steps": n, "sigmas": f32s(sched.sigmas),
+                               "timesteps": [float(t) for t in sched.timesteps],
+                               "init_noise_sigma": float(sched.init_noise_sigma)})
     return {
         "timestep_tables": tables,
         "model": "F(m, t) = float32(0.5 * tanh(double(m)) + 0.01 * (double(t) / 1000))",

@@ -65,6 +65,18 @@ Diff compare(const float* a, const std::vector<float>& b) {
   return {std::sqrt(num / std::max(den, 1e-300)), mx};
 }
 
+// Timesteps must be equal, except Euler with Karras sigmas, whose timesteps are fractional results of
+// _sigma_to_t over np.log(float32 sigmas): numpy's SIMD float32 log is not correctly rounded (it
+// differs from glibc's logf for ~20% of the table), which moves a timestep by up to ~1e-5.
+void expect_timesteps(const std::vector<float>& got, const std::vector<float>& want, bool fractional) {
+  if (!fractional) {
+    EXPECT_EQ(got, want);
+    return;
+  }
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i]) + 2e-5) << i;
+}
+
 }  // namespace
 
 // Runs every golden case: diffusers' scheduler loop on a synthetic model, 5-50 steps. Timesteps must
@@ -87,7 +99,7 @@ TEST(Sampler, MatchesDiffusersGolden) {
     auto s = make_sampler(c["sampler"], cfg, opts);
     const auto& ts = s->set_timesteps(c["steps"].get<int>());
     const auto want_ts = c["timesteps"].get<std::vector<float>>();
-    ASSERT_EQ(ts, want_ts);
+    expect_timesteps(ts, want_ts, c["sampler"] == "euler" && c["config"].value("use_karras_sigmas", false));
     if (c.contains("sigmas")) {
       const auto want = c["sigmas"].get<std::vector<float>>();
       ASSERT_EQ(s->sigmas().size(), want.size());
@@ -261,18 +273,20 @@ TEST(Sampler, PhiloxNoiseIsPerImage) {
   EXPECT_NE(l1.f32()[0], b.f32()[0]);  // initial latents are their own stream (step 0)
 }
 
-// set_timesteps for every sampler x spacing x {1, 2, 3, 7, 13, 25, 50, 99} steps: timesteps exactly,
-// sigmas to one float ulp (numpy's float32 log and float64 pow in the Karras path may differ from
-// glibc's in the last bit), init_noise_sigma to two.
+// set_timesteps for every sampler x spacing x {1, 2, 3, 7, 13, 25, 50, 99} steps: timesteps exactly (see
+// expect_timesteps), sigmas to one float ulp (numpy's float32 log and float64 pow in the Karras path may
+// differ from glibc's in the last bit), init_noise_sigma to two.
 TEST(Sampler, TimestepTablesMatchDiffusers) {
   auto g = load_golden("samplers.json");
   int rows = 0;
   for (const auto& r : g["timestep_tables"]) {
-    const std::string tag = std::string(r["sampler"]) + "/" + std::string(r["config"]["timestep_spacing"]) +
-                            "/" + std::to_string(r["steps"].get<int>());
+    const std::string tag = std::string(r["sampler"]) + "/" +
+                            r["config"].value("timestep_spacing", "karras") + "/" +
+                            std::to_string(r["steps"].get<int>());
     SCOPED_TRACE(tag);
     auto s = make_sampler(r["sampler"], config_from_json(r["config"]));
-    EXPECT_EQ(s->set_timesteps(r["steps"].get<int>()), r["timesteps"].get<std::vector<float>>());
+    expect_timesteps(s->set_timesteps(r["steps"].get<int>()), r["timesteps"].get<std::vector<float>>(),
+                     r["sampler"] == "euler" && r["config"].value("use_karras_sigmas", false));
     if (r.contains("sigmas")) {
       const auto want = r["sigmas"].get<std::vector<float>>();
       ASSERT_EQ(s->sigmas().size(), want.size());
@@ -283,5 +297,5 @@ TEST(Sampler, TimestepTablesMatchDiffusers) {
     }
     ++rows;
   }
-  EXPECT_EQ(rows, 7 * 3 * 8);
+  EXPECT_EQ(rows, 7 * 3 * 8 + 5);
 }
