@@ -106,6 +106,10 @@ std::unique_ptr<Sampler> make_sampler(const std::string& name, const SchedulerCo
   const std::string cls = class_for(name);
   ErrorContext ctx("sampler ", name);
   SchedulerParams p = resolve_scheduler_params(cfg, cls);
+  if (opts.sd_pipeline_fixups) {
+    p.steps_offset = 1;
+    p.clip_sample = false;
+  }
   DB_CHECK(opts.eta >= 0.f, "eta: expected a value >= 0, got ", opts.eta);
   DB_CHECK(opts.eta == 0.f || name == "ddim", "eta: only the ddim sampler uses eta, got ", opts.eta);
   if (name == "pndm") return detail::make_pndm(std::move(p));

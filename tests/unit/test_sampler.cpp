@@ -299,3 +299,20 @@ TEST(Sampler, TimestepTablesMatchDiffusers) {
   }
   EXPECT_EQ(rows, 7 * 3 * 8 + 5);
 }
+
+// StableDiffusionPipeline forces steps_offset = 1 and clip_sample = false; the option mirrors that.
+TEST(Sampler, StableDiffusionPipelineFixups) {
+  nlohmann::json j = {{"_class_name", "DDIMScheduler"},
+                      {"beta_schedule", "scaled_linear"},
+                      {"beta_start", 0.00085},
+                      {"beta_end", 0.012}};  // steps_offset 0, clip_sample true by default
+  SchedulerConfig cfg = config_from_json(j);
+  auto bare = make_sampler("ddim", cfg);
+  EXPECT_TRUE(bare->params().clip_sample);
+  EXPECT_EQ(bare->set_timesteps(4), (std::vector<float>{750, 500, 250, 0}));
+  SamplerOptions o;
+  o.sd_pipeline_fixups = true;
+  auto sd = make_sampler("ddim", cfg, o);
+  EXPECT_FALSE(sd->params().clip_sample);
+  EXPECT_EQ(sd->set_timesteps(4), (std::vector<float>{751, 501, 251, 1}));
+}

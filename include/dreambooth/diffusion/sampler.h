@@ -68,6 +68,10 @@ Tensor initial_latents(uint64_t seed, uint32_t first_image, const Shape& shape);
 // Per-call options that are pipeline arguments in diffusers, not scheduler config.
 struct SamplerOptions {
   float eta = 0.f;  // DDIM's eta (StableDiffusionPipeline's `eta`, default 0: deterministic)
+  // What StableDiffusionPipeline.__init__ does to an "outdated" scheduler config before sampling:
+  // steps_offset != 1 -> 1 and clip_sample true -> false (with a deprecation warning). The generate
+  // pipeline sets this to sample as diffusers' pipeline does; a bare scheduler does not do it.
+  bool sd_pipeline_fixups = false;
 };
 
 class Sampler {
