@@ -7,6 +7,7 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/philox.h"
+#include "dreambooth/diffusion/scheduler_params.h"
 #include "dreambooth/models/config.h"
 
 namespace db {
@@ -97,18 +98,14 @@ NoiseSchedule::NoiseSchedule(const std::string& beta_schedule, int num_train_tim
       alphas_cumprod_(alphas_cumprod_from_betas(betas_)),
       prediction_(prediction_type) {}
 
-// The config's beta_start/beta_end are float fields; the JSON holds the double the user wrote, which
-// is what diffusers uses (sqrt in double for scaled_linear). Prefer the raw value when present.
-static double config_double(const SchedulerConfig& cfg, const char* key, float fallback) {
-  if (cfg.raw.is_object() && cfg.raw.contains(key) && cfg.raw[key].is_number())
-    return cfg.raw[key].get<double>();
-  return double(fallback);
+// train_dreambooth.py builds DDPMScheduler.from_pretrained(model, subfolder="scheduler"): fields absent
+// from the JSON take DDPMScheduler's defaults, and beta_start/beta_end are the JSON's doubles.
+static NoiseSchedule schedule_for(const SchedulerConfig& cfg) {
+  const SchedulerParams p = resolve_scheduler_params(cfg, "DDPMScheduler");
+  return NoiseSchedule(p.beta_schedule, p.num_train_timesteps, p.beta_start, p.beta_end, p.prediction_type);
 }
 
-NoiseSchedule::NoiseSchedule(const SchedulerConfig& cfg)
-    : NoiseSchedule(
-          cfg.beta_schedule, cfg.num_train_timesteps, config_double(cfg, "beta_start", cfg.beta_start),
-          config_double(cfg, "beta_end", cfg.beta_end), parse_prediction_type(cfg.prediction_type)) {}
+NoiseSchedule::NoiseSchedule(const SchedulerConfig& cfg) : NoiseSchedule(schedule_for(cfg)) {}
 
 void NoiseSchedule::check_t(int t) const {
   DB_CHECK(t >= 0 && t < num_train_timesteps(), "timestep ", t, " out of range [0, ", num_train_timesteps(),

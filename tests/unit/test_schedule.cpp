@@ -10,6 +10,7 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/diffusion/noise_schedule.h"
+#include "dreambooth/diffusion/scheduler_params.h"
 
 using namespace db;
 
@@ -173,4 +174,26 @@ TEST(Schedule, TrainingDrawsAreKeyedByGlobalSample) {
   v /= double(big.numel());
   EXPECT_NEAR(m, 0.0, 0.05);
   EXPECT_NEAR(v, 1.0, 0.05);
+}
+
+// The training schedule from a model's scheduler_config.json resolves like DDPMScheduler.from_pretrained.
+TEST(Schedule, FromSchedulerConfig) {
+  SchedulerConfig cfg;
+  cfg.raw = nlohmann::json{{"_class_name", "PNDMScheduler"},
+                           {"beta_schedule", "scaled_linear"},
+                           {"beta_start", 0.00085},
+                           {"beta_end", 0.012},
+                           {"prediction_type", "v_prediction"}};
+  cfg.beta_schedule = "scaled_linear";
+  cfg.beta_start = 0.00085f;
+  cfg.beta_end = 0.012f;
+  cfg.prediction_type = "v_prediction";
+  NoiseSchedule ns(cfg);
+  NoiseSchedule ref("scaled_linear", 1000, 0.00085, 0.012, PredictionType::VPrediction);
+  EXPECT_EQ(ns.alphas_cumprod(), ref.alphas_cumprod());
+  EXPECT_EQ(ns.prediction_type(), PredictionType::VPrediction);
+  cfg.raw = nlohmann::json{{"_class_name", "PNDMScheduler"}};  // nothing given: DDPM's linear 1e-4..0.02
+  NoiseSchedule d(cfg);
+  EXPECT_EQ(d.betas(), make_betas("linear", 1000, 0.0001, 0.02));
+  EXPECT_EQ(d.prediction_type(), PredictionType::Epsilon);
 }

@@ -39,7 +39,9 @@ class NoiseSchedule {
  public:
   NoiseSchedule(const std::string& beta_schedule, int num_train_timesteps, double beta_start, double beta_end,
                 PredictionType prediction_type);
-  explicit NoiseSchedule(const SchedulerConfig& cfg);  // beta_*, num_train_timesteps, prediction_type
+  // As train_dreambooth.py's DDPMScheduler.from_pretrained(model, subfolder="scheduler"): fields absent
+  // from cfg.raw take DDPMScheduler's defaults (see scheduler_params.h).
+  explicit NoiseSchedule(const SchedulerConfig& cfg);
 
   int num_train_timesteps() const { return int(betas_.size()); }
   PredictionType prediction_type() const { return prediction_; }
