@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "dreambooth/core/error.h"
 #include "safetensors_internal.h"
