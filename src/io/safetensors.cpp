@@ -232,6 +232,7 @@ SafetensorsFile SafetensorsFile::parse_impl(const uint8_t* bytes, size_t size, c
   json h = st_detail::parse_json_unique_keys(hb, hb + n, "header JSON", &dup);
   if (!h.is_object()) throw Error("header is a JSON ", h.type_name(), ", expected an object");
   if (dup.level == 1) throw Error("tensor ", qname(dup.key), ": listed twice in the header");
+  if (dup.level > 1 && dup.top == "__metadata__") throw Error("__metadata__: duplicate key ", qname(dup.key));
   if (dup.level > 1) throw Error("tensor ", qname(dup.top), ": duplicate key ", qname(dup.key));
 
   SafetensorsFile f;

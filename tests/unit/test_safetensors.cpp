@@ -319,6 +319,7 @@ TEST(Safetensors, RejectsBadHeaders) {
        2, "tensor 'a': listed twice"},
       {"duplicate_key", R"({"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", 1,
        "tensor 'a': duplicate key 'dtype'"},
+      {"metadata_dup", R"({"__metadata__":{"k":"1","k":"2"}})", 0, "__metadata__: duplicate key 'k'"},
       {"metadata_array", R"({"__metadata__":[1]})", 0, "__metadata__ is a JSON array"},
       {"metadata_value", R"({"__metadata__":{"k":1}})", 0,
        "__metadata__ 'k' is a JSON number, expected a string"},
