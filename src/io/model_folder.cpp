@@ -99,13 +99,17 @@ WeightFiles find_weight_files(const std::string& component_dir, Component c) {
               ".safetensors.index.json)");
 }
 
-Tensor load_weights(const std::string& weights, const ParamRegistry& reg) {
-  SafetensorsSet set = SafetensorsSet::open(weights);
+namespace {
+
+struct Source {
+  const SafetensorsFile* file = nullptr;
+  const SafeTensorInfo* info = nullptr;
+};
+
+// Matches the file's tensors to the registry; throws one Error listing every problem.
+std::vector<Source> match_weights(const SafetensorsSet& set, const ParamRegistry& reg,
+                                  const std::string& weights) {
   const auto& params = reg.params();
-  struct Source {
-    const SafetensorsFile* file = nullptr;
-    const SafeTensorInfo* info = nullptr;
-  };
   std::vector<Source> src(params.size());
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < params.size(); ++i) index[params[i].name] = i;
@@ -152,6 +156,19 @@ Tensor load_weights(const std::string& weights, const ParamRegistry& reg) {
     throw Error(msg);
   }
 
+  return src;
+}
+
+}  // namespace
+
+void check_weights(const std::string& weights, const ParamRegistry& reg) {
+  match_weights(SafetensorsSet::open(weights), reg, weights);
+}
+
+Tensor load_weights(const std::string& weights, const ParamRegistry& reg) {
+  SafetensorsSet set = SafetensorsSet::open(weights);
+  std::vector<Source> src = match_weights(set, reg, weights);
+  const auto& params = reg.params();
   Tensor flat = Tensor::zeros({reg.total_numel()});
   float* base = flat.f32();
   std::exception_ptr failure;

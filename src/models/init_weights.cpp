@@ -18,12 +18,13 @@ bool ends_with(const std::string& s, const char* suffix) {
 
 // PhiloxStream::normal(first + i) for i in [0, n), one Philox block per four elements (the same
 // Box-Muller arithmetic in double, so the same bits). `first` must be a multiple of 4.
-void fast_normals(uint64_t seed, uint32_t step, float* out, uint64_t n, uint64_t first, float scale) {
+void fast_normals(uint64_t seed, uint32_t step, uint32_t stream, float* out, uint64_t n, uint64_t first,
+                  float scale) {
   const std::array<uint32_t, 2> key = {uint32_t(seed), uint32_t(seed >> 32)};
   constexpr double k2pi = 2.0 * M_PI, inv = 1.0 / 4294967296.0;
   for (uint64_t i = 0; i < n; i += 4) {
     const uint64_t e = first + i;
-    PhiloxBlock b = philox4x32_10({uint32_t(e / 4), 0u, step, uint32_t(RngPurpose::Init)}, key);
+    PhiloxBlock b = philox4x32_10({uint32_t(e / 4), stream, step, uint32_t(RngPurpose::Init)}, key);
     float v[4];
     for (int p = 0; p < 2; ++p) {
       double u1 = (double(b[2 * p]) + 0.5) * inv, u2 = (double(b[2 * p + 1]) + 0.5) * inv;
@@ -45,7 +46,7 @@ float init_std(const ParamInfo& p) {
   return float(1.0 / std::sqrt(3.0 * double(fan_in)));
 }
 
-void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed) {
+void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed, uint32_t stream) {
   DB_CHECK(flat.numel() >= reg.total_numel(), "init_weights: buffer ", flat.desc(),
            " smaller than the registry (", reg.total_numel(), " elements)");
   float* base = flat.f32();
@@ -73,14 +74,14 @@ void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed) {
         const float v = (p.torch_shape.size() == 1 && !ends_with(p.name, ".bias")) ? 1.f : 0.f;
         for (int64_t k = w.begin; k < w.end; ++k) dst[k] = v;
       } else if (!p.is_conv()) {
-        fast_normals(seed, uint32_t(w.param), dst + w.begin, uint64_t(w.end - w.begin), uint64_t(w.begin),
-                     std_);
+        fast_normals(seed, uint32_t(w.param), stream, dst + w.begin, uint64_t(w.end - w.begin),
+                     uint64_t(w.begin), std_);
       } else {
         // Draw in PyTorch order [O, I, kh, kw], store as [O, kh, kw, I].
         const Shape& s = p.torch_shape;
         const int64_t I = s[1], K = s[2] * s[3];
         tmp.resize(size_t(w.end - w.begin));
-        fast_normals(seed, uint32_t(w.param), tmp.data(), tmp.size(), uint64_t(w.begin), std_);
+        fast_normals(seed, uint32_t(w.param), stream, tmp.data(), tmp.size(), uint64_t(w.begin), std_);
         for (int64_t t = w.begin; t < w.end; ++t) {
           const int64_t o = t / (I * K), i = (t / K) % I, k = t % K;
           dst[(o * K + k) * I + i] = tmp[size_t(t - w.begin)];
@@ -96,9 +97,9 @@ void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed) {
   }
 }
 
-Tensor init_weights(const ParamRegistry& reg, uint64_t seed) {
+Tensor init_weights(const ParamRegistry& reg, uint64_t seed, uint32_t stream) {
   Tensor flat = Tensor::empty({reg.total_numel()});
-  init_weights(reg, flat, seed);
+  init_weights(reg, flat, seed, stream);
   return flat;
 }
 

@@ -44,6 +44,8 @@ WeightFiles find_weight_files(const std::string& component_dir, Component c);
 // missing, unexpected, mis-shaped (and non-float) tensor, first line a summary. For text encoders,
 // names without transformers' "text_model." prefix are accepted, and the position_ids buffer is ignored.
 Tensor load_weights(const std::string& weights, const ParamRegistry& reg);
+// The same checks without reading tensor data (inspect).
+void check_weights(const std::string& weights, const ParamRegistry& reg);
 
 // Writes the parameters of `flat` (laid out by `reg`) as one safetensors file in `dtype` (F32, F16
 // or BF16), conv weights back in PyTorch's [O, I, kh, kw]; atomic (temp file + rename).

@@ -1,9 +1,10 @@
 #pragma once
 // Deterministic random initialisation of a registry's parameters (init-model).
 //
-// Parameter i (registry order) draws from PhiloxStream(seed, RngPurpose::Init, step = i, sample = 0),
+// Parameter i (registry order) draws from PhiloxStream(seed, RngPurpose::Init, step = i, sample = stream),
 // element k of its PyTorch-layout tensor being normal(k), so the result does not depend on the thread
-// count. Rules, by name and shape:
+// count. `stream` tells a pipeline's models apart (init-model: 0 unet, 1 text_encoder, 2 vae). Rules, by name
+// and shape:
 //   *.bias                         0
 //   1-D *.weight (norms)           1
 //   *embedding.weight              N(0, 0.02)
@@ -17,8 +18,8 @@
 namespace db {
 
 // Fills `flat` (reg.total_numel() f32 elements; alignment padding set to 0).
-void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed);
-Tensor init_weights(const ParamRegistry& reg, uint64_t seed);
+void init_weights(const ParamRegistry& reg, const Tensor& flat, uint64_t seed, uint32_t stream = 0);
+Tensor init_weights(const ParamRegistry& reg, uint64_t seed, uint32_t stream = 0);
 
 // The standard deviation init_weights uses for a parameter (0 for constants).
 float init_std(const ParamInfo& p);
