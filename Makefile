@@ -21,7 +21,7 @@ PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openbl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -MMD -MP
+CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -MMD -MP
 CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 

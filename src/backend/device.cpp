@@ -18,7 +18,9 @@ DeviceInfo probe_devices() {
   return info;
 }
 
-const char* backend_name(BackendKind k) { return k == BackendKind::CUDA ? "cuda" : "cpu"; }
+const char* backend_name(BackendKind k) {
+  return k == BackendKind::CUDA ? "cuda" : "cpu";
+}
 
 BackendKind select_backend(const std::string& requested) {
   if (requested == "cpu") return BackendKind::CPU;
@@ -29,7 +31,9 @@ BackendKind select_backend(const std::string& requested) {
   if (requested == "cuda") throw Error("--device cuda: no usable CUDA device: ", info.cuda_status);
   if (info.cuda_compiled) {
     static std::once_flag once;
-    std::call_once(once, [&] { log_warn("CUDA backend compiled but unusable (", info.cuda_status, "); running on the CPU"); });
+    std::call_once(once, [&] {
+      log_warn("CUDA backend compiled but unusable (", info.cuda_status, "); running on the CPU");
+    });
   }
   return BackendKind::CPU;
 }

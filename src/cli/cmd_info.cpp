@@ -10,12 +10,14 @@ namespace {
 
 int run_info(int argc, char** argv) {
   po::options_description opts("options");
-  opts.add_options()("device", po::value<std::string>()->default_value("auto"), "backend to select: auto, cpu, cuda");
+  opts.add_options()("device", po::value<std::string>()->default_value("auto"),
+                     "backend to select: auto, cpu, cuda");
   po::variables_map vm;
-  if (!parse_command_line(argc, argv, "dreambooth info [--device auto|cpu|cuda]",
-                          "Prints the version, the compiled backends, the devices this machine offers and the\n"
-                          "backend a run would use.",
-                          opts, vm))
+  if (!parse_command_line(
+          argc, argv, "dreambooth info [--device auto|cpu|cuda]",
+          "Prints the version, the compiled backends, the devices this machine offers and the\n"
+          "backend a run would use.",
+          opts, vm))
     return 0;
   DeviceInfo info = probe_devices();
   std::cout << "dreambooth " << kVersion << "\n"

@@ -27,7 +27,9 @@ bool parse_command_line(int argc, char** argv, const std::string& usage, const s
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::cout << "usage: " << usage << "\n\n" << description << "\n\n" << options << "  -h [ --help ]  show this help\n";
+      std::cout << "usage: " << usage << "\n\n"
+                << description << "\n\n"
+                << options << "  -h [ --help ]  show this help\n";
       return false;
     }
   }
