@@ -283,9 +283,26 @@ TEST(ModelFolder, LoadsGoldenDiffusersFolder) {
       Tensor w = m.load(c, reg);
       EXPECT_EQ(reg.param_count(), counts.at(component_name(c)));
     }
-    // transformers initialises layer-norm weights to one.
-    ParamRegistry te = m.registry(Component::TextEncoder);
-    EXPECT_EQ(m.load(Component::TextEncoder, te).f32()[te.at("text_model.final_layer_norm.weight").offset],
-              1.f);
+    // Loaded values equal the file's, conv weights moved from [O, I, kh, kw] to [O, kh, kw, I].
+    ParamRegistry ureg = m.registry(Component::UNet);
+    Tensor u = m.load(Component::UNet, ureg);
+    auto file = SafetensorsFile::open(m.weight_files(Component::UNet).files.at(0));
+    for (const char* n :
+         {"conv_in.weight", "down_blocks.0.attentions.0.proj_in.weight", "time_embedding.linear_1.weight"}) {
+      const ParamInfo& p = ureg.at(n);
+      std::vector<float> raw(size_t(p.numel)), ours(size_t(p.numel));
+      file.read_f32(*file.find(n), raw.data());
+      if (p.is_conv())
+        conv_weight_ours_to_torch(u.f32() + p.offset, ours.data(), p.torch_shape);
+      else
+        std::memcpy(ours.data(), u.f32() + p.offset, raw.size() * 4);
+      EXPECT_EQ(ours, raw) << n;
+    }
+    const Shape& s = ureg.at("conv_in.weight").torch_shape;  // [16, 4, 3, 3]
+    std::vector<float> raw(size_t(shape_numel(s)));
+    file.read_f32(*file.find("conv_in.weight"), raw.data());
+    // element [o=5, i=2, y=1, x=0] of the file is ours [5, 1, 0, 2]
+    EXPECT_EQ(u.f32()[ureg.at("conv_in.weight").offset + ((5 * 3 + 1) * 3 + 0) * 4 + 2],
+              raw[((5 * 4 + 2) * 3 + 1) * 3 + 0]);
   }
 }
