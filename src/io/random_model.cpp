@@ -41,7 +41,10 @@ std::string with_commas(int64_t v) {
 }  // namespace
 
 void write_random_model(const RandomModelOptions& o) {
-  const fs::path out = o.dir;
+  fs::path out = fs::path(o.dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // "a/b/" -> "a/b"
+  DB_CHECK(!out.empty() && out.filename() != "." && out.filename() != "..", "init-model: bad output folder '",
+           o.dir, "'");
   DB_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16 || o.dtype == DType::BF16, out.string(),
            ": weights can be written as fp32, fp16 or bf16, not ", dtype_name(o.dtype));
   if (fs::exists(out)) {

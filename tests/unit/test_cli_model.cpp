@@ -99,6 +99,14 @@ TEST_F(Cli, InitModelRefusesNonEmptyFolderAndBadArguments) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_FALSE(fs::exists(dir / "full" / "keep.txt"));
 
+  // A trailing slash names the same folder.
+  r = run("init-model --preset sd1-tiny --overwrite --out " + (dir / "full").string() + "/");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "full" / "model_index.json"));
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_TRUE(e.path().filename() == "full" || e.path().filename().string().rfind("std", 0) == 0)
+        << e.path();
+
   EXPECT_EQ(run("init-model --preset sdxl --out " + (dir / "x").string()).code, 2);
   EXPECT_EQ(run("init-model --preset sd1-tiny --dtype int8 --out " + (dir / "x").string()).code, 2);
   EXPECT_EQ(run("init-model --preset sd1-tiny").code, 2);
