@@ -16,7 +16,7 @@ slurm_start() {
   cpus=$(nproc)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   mkdir -p "$dir"/{state,spool,munge,log}
-  chmod 700 "$dir/munge"
+  chmod 755 "$dir/munge"  # munged wants the socket folder world-executable
   # munge: a private key and socket, so we never touch a system munged.
   dd if=/dev/urandom of="$dir/munge/munge.key" bs=1 count=1024 status=none
   chmod 400 "$dir/munge/munge.key"
@@ -46,7 +46,6 @@ SelectTypeParameters=CR_CPU
 MpiDefault=pmix
 ReturnToService=2
 JobCompType=jobcomp/none
-AccountingStorageType=accounting/none
 KillWait=5
 InactiveLimit=0
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
