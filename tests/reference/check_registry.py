@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Dumps diffusers'/transformers' state-dict names and shapes for a preset's UNet, text encoder and VAE.
 
-    check_registry.py PRESET.json [--out DIR]      writes DIR/NAME-{unet,text_encoder,vae}.json
-    check_registry.py PRESET.json --compare EXE    compares with `EXE inspect-preset` (not needed by CI)
+    check_registry.py PRESET.json [--out DIR]      prints counts; writes DIR/NAME-{unet,text_encoder,vae}.json
 
 Models are built on the 'meta' device, so sd15/sd21 cost no memory. Each JSON is
-{"count": N, "params": [[name, [shape...]], ...]} in state-dict order; the C++ test
-(Registry.MatchesDiffusersTiny) reads the tiny presets' dumps from tests/fixtures/registry/.
+{"count": N, "params": [[name, [shape...]], ...]} in state-dict order. The C++ tests
+Registry.MatchesDiffusersTiny / MatchesDiffusersFullSize compare the registries with the dumps in
+tests/fixtures/registry/ (regenerate: for p in sd1-tiny sd2-tiny sd15 sd21; do python
+tests/reference/check_registry.py src/models/presets/$p.json --out tests/fixtures/registry; done).
+transformers >= 5 lists CLIPTextModel's tensors without the "text_model." prefix; the test adds it.
 """
 import argparse
 import json
