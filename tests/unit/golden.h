@@ -1,0 +1,87 @@
+#pragma once
+// Golden tensors for the torch-oracle tests: a minimal F32 safetensors reader (the tests need no more;
+// the validated reader is io/safetensors.h) and the relative-L2 comparison the backward tests use.
+// Files are found under $DREAMBOOTH_GOLDEN (default tests/golden, run from the repo root).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dreambooth/core/error.h"
+#include "dreambooth/core/tensor.h"
+
+namespace db::test {
+
+class Golden {
+ public:
+  // `rel` is relative to the golden root, e.g. "ops_grad/ops_grad.safetensors".
+  explicit Golden(const std::string& rel) {
+    const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+    path_ = std::string(env ? env : "tests/golden") + "/" + rel;
+    std::ifstream f(path_, std::ios::binary);
+    if (!f) throw Error(path_, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
+    uint64_t n = 0;
+    f.read(reinterpret_cast<char*>(&n), 8);
+    std::string header(n, '\0');
+    f.read(header.data(), std::streamsize(n));
+    std::vector<char> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const nlohmann::json meta = nlohmann::json::parse(header);
+    for (const auto& [name, info] : meta.items()) {
+      if (name == "__metadata__") continue;
+      const std::string dtype = info.at("dtype");
+      DB_CHECK(dtype == "F32", path_, ": ", name, " is ", dtype, ", expected F32");
+      const size_t begin = info["data_offsets"][0], end = info["data_offsets"][1];
+      Tensor t = Tensor::empty(info["shape"].get<Shape>());
+      DB_CHECK(end - begin == t.nbytes() && end <= data.size(), path_, ": bad offsets for ", name);
+      std::memcpy(t.raw(), data.data() + begin, t.nbytes());
+      tensors_[name] = t;
+    }
+  }
+  bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+  Tensor get(const std::string& name) const {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) throw Error(path_, ": no tensor ", name);
+    return it->second;
+  }
+  Tensor operator[](const std::string& name) const { return get(name); }
+
+ private:
+  std::string path_;
+  std::map<std::string, Tensor> tensors_;
+};
+
+inline Tensor zeros_like(const Tensor& t) {
+  return Tensor::zeros(t.shape());
+}
+
+// ||a - ref|| / ||ref||, and max |a - ref|.
+struct Diff {
+  double rel_l2 = 0, max_abs = 0;
+};
+inline Diff diff(const Tensor& a, const Tensor& ref) {
+  EXPECT_EQ(a.numel(), ref.numel());
+  double num = 0, den = 0, mx = 0;
+  for (int64_t i = 0; i < std::min(a.numel(), ref.numel()); ++i) {
+    const double d = double(a.f32()[i]) - ref.f32()[i];
+    num += d * d;
+    den += double(ref.f32()[i]) * ref.f32()[i];
+    mx = std::max(mx, std::abs(d));
+  }
+  return {std::sqrt(num / std::max(den, 1e-300)), mx};
+}
+
+// Checks rel-L2 <= tol and prints both figures (the report quotes them).
+inline void expect_close(const std::string& what, const Tensor& a, const Tensor& ref, double tol) {
+  const Diff d = diff(a, ref);
+  std::printf("  %-34s rel_l2 %.2e  max_abs %.2e\n", what.c_str(), d.rel_l2, d.max_abs);
+  EXPECT_LE(d.rel_l2, tol) << what << " (max abs " << d.max_abs << ")";
+}
+
+}  // namespace db::test

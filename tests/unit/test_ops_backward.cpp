@@ -1,0 +1,220 @@
+// OpsBackward.*: CPU backward ops against torch autograd (tests/reference/make_ops_grad_golden.py).
+//
+// Tolerance: relative L2 <= 1e-5 per gradient. Both sides are fp32 with different summation orders
+// (BLAS blocking, double accumulators here vs float ones in torch); with reductions of <= a few hundred
+// terms the expected relative error is ~1e-7 and 1e-5 leaves room without hiding a wrong index.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "dreambooth/backend/cpu_ops.h"
+#include "golden.h"
+
+using namespace db;
+using db::test::expect_close;
+using db::test::Golden;
+using db::test::zeros_like;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+
+const Golden& golden() {
+  static const Golden g("ops_grad/ops_grad.safetensors");
+  return g;
+}
+
+Tensor G(const std::string& name) {
+  return golden()[name];
+}
+
+// Parameter grads accumulate: start them from a known non-zero value and subtract it after.
+Tensor filled(const Tensor& like, float v) {
+  Tensor t = Tensor::empty(like.shape());
+  t.fill(v);
+  return t;
+}
+Tensor minus(const Tensor& a, float v) {
+  Tensor t = a.clone();
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] -= v;
+  return t;
+}
+
+}  // namespace
+
+TEST(OpsBackward, Linear) {
+  CpuOps ops;
+  Tensor x = G("linear.x"), w = G("linear.w"), dy = G("linear.dy");
+  Tensor dx = zeros_like(x), dw = filled(w, 0.5f), db = filled(G("linear.b"), -0.25f);
+  ops.linear_backward(dy, x, w, &dx, &dw, &db);
+  expect_close("linear.dx", dx, G("linear.dx"), kTol);
+  expect_close("linear.dw (accumulated)", minus(dw, 0.5f), G("linear.dw"), kTol);
+  expect_close("linear.db (accumulated)", minus(db, -0.25f), G("linear.db"), kTol);
+  Tensor dx2 = filled(x, 7.f);  // dx overwrites; null grads are skipped
+  ops.linear_backward(dy, x, w, &dx2, nullptr, nullptr);
+  expect_close("linear.dx (overwrite)", dx2, G("linear.dx"), kTol);
+}
+
+TEST(OpsBackward, Conv2d) {
+  CpuOps ops;
+  struct Case {
+    const char* name;
+    Conv2dGeometry g;
+  };
+  const Case cases[] = {{"conv_k3s1p1", Conv2dGeometry::same(1)},
+                        {"conv_k3s2p1", Conv2dGeometry::same(1, 2)},
+                        {"conv_k3s2p1_odd", Conv2dGeometry::same(1, 2)},
+                        {"conv_k3s2_asym", {2, 0, 1, 0, 1}},
+                        {"conv_k1", Conv2dGeometry::same(0)}};
+  for (const Case& c : cases) {
+    const std::string n = c.name;
+    Tensor x = G(n + ".x"), w = G(n + ".w"), b = G(n + ".b"), dy = G(n + ".dy");
+    Tensor y = Tensor::empty(dy.shape());
+    ops.conv2d_forward(x, w, b, y, c.g);
+    expect_close(n + ".y", y, G(n + ".y"), kTol);
+    Tensor dx = filled(x, 3.f), dw = filled(w, 0.5f), db = filled(b, 1.f);
+    ops.conv2d_backward(dy, x, w, &dx, &dw, &db, c.g);
+    expect_close(n + ".dx", dx, G(n + ".dx"), kTol);
+    expect_close(n + ".dw", minus(dw, 0.5f), G(n + ".dw"), kTol);
+    expect_close(n + ".db", minus(db, 1.f), G(n + ".db"), kTol);
+  }
+}
+
+TEST(OpsBackward, GroupNorm) {
+  CpuOps ops;
+  for (const char* name : {"group_norm", "group_norm_silu"}) {
+    const std::string n = name;
+    const Activation act = n == "group_norm_silu" ? Activation::SiLU : Activation::None;
+    Tensor x = G(n + ".x"), gamma = G(n + ".gamma"), beta = G(n + ".beta"), dy = G(n + ".dy");
+    const int B = int(x.dim(0)), groups = 4;
+    Tensor y = zeros_like(x), mean = Tensor::empty({B, groups}), rstd = Tensor::empty({B, groups});
+    ops.group_norm_forward(x, gamma, beta, y, groups, 1e-6f, act, &mean, &rstd);
+    expect_close(n + ".y", y, G(n + ".y"), kTol);
+    Tensor dx = zeros_like(x), dgamma = filled(gamma, 0.5f), dbeta = filled(beta, 0.5f);
+    ops.group_norm_backward(dy, x, gamma, beta, mean, rstd, groups, act, &dx, &dgamma, &dbeta);
+    expect_close(n + ".dx", dx, G(n + ".dx"), kTol);
+    expect_close(n + ".dgamma", minus(dgamma, 0.5f), G(n + ".dgamma"), kTol);
+    expect_close(n + ".dbeta", minus(dbeta, 0.5f), G(n + ".dbeta"), kTol);
+  }
+}
+
+TEST(OpsBackward, LayerNorm) {
+  CpuOps ops;
+  Tensor x = G("layer_norm.x"), gamma = G("layer_norm.gamma"), beta = G("layer_norm.beta"),
+         dy = G("layer_norm.dy");
+  const int64_t M = x.numel() / x.dim(-1);
+  Tensor y = zeros_like(x), mean = Tensor::empty({M}), rstd = Tensor::empty({M});
+  ops.layer_norm_forward(x, gamma, beta, y, 1e-5f, &mean, &rstd);
+  expect_close("layer_norm.y", y, G("layer_norm.y"), kTol);
+  Tensor dx = zeros_like(x), dgamma = filled(gamma, 0.5f), dbeta = filled(beta, 0.5f);
+  ops.layer_norm_backward(dy, x, gamma, mean, rstd, &dx, &dgamma, &dbeta);
+  expect_close("layer_norm.dx", dx, G("layer_norm.dx"), kTol);
+  expect_close("layer_norm.dgamma", minus(dgamma, 0.5f), G("layer_norm.dgamma"), kTol);
+  expect_close("layer_norm.dbeta", minus(dbeta, 0.5f), G("layer_norm.dbeta"), kTol);
+}
+
+TEST(OpsBackward, Attention) {
+  CpuOps ops;
+  for (const char* name : {"attn_self", "attn_cross", "attn_causal"}) {
+    const std::string n = name;
+    Tensor q = G(n + ".q"), k = G(n + ".k"), v = G(n + ".v"), dout = G(n + ".dout");
+    AttentionParams p;
+    p.heads = 2;
+    p.causal = n == "attn_causal";
+    Tensor out = zeros_like(q), lse = Tensor::empty({q.dim(0), p.heads, q.dim(1)});
+    ops.attention_forward(q, k, v, out, p, &lse);
+    expect_close(n + ".out", out, G(n + ".out"), kTol);
+    Tensor dq = filled(q, 9.f), dk = filled(k, 9.f), dv = filled(v, 9.f);  // overwritten
+    ops.attention_backward(dout, q, k, v, out, lse, p, dq, dk, dv);
+    expect_close(n + ".dq", dq, G(n + ".dq"), kTol);
+    expect_close(n + ".dk", dk, G(n + ".dk"), kTol);
+    expect_close(n + ".dv", dv, G(n + ".dv"), kTol);
+  }
+}
+
+TEST(OpsBackward, Activations) {
+  CpuOps ops;
+  const std::pair<const char*, Activation> cases[] = {
+      {"silu", Activation::SiLU}, {"gelu", Activation::GELU}, {"quick_gelu", Activation::QuickGELU}};
+  for (const auto& [name, act] : cases) {
+    const std::string n = name;
+    Tensor x = G(n + ".x"), dy = G(n + ".dy"), dx = zeros_like(x);
+    ops.activation_backward(x, dy, dx, act);
+    expect_close(n + ".dx", dx, G(n + ".dx"), kTol);
+    Tensor inplace = dy.clone();  // dx may alias dy
+    ops.activation_backward(x, inplace, inplace, act);
+    expect_close(n + ".dx (in place)", inplace, G(n + ".dx"), kTol);
+  }
+}
+
+TEST(OpsBackward, Geglu) {
+  CpuOps ops;
+  Tensor x = G("geglu.x"), dy = G("geglu.dy"), y = zeros_like(dy), dx = zeros_like(x);
+  ops.geglu_forward(x, y);
+  expect_close("geglu.y", y, G("geglu.y"), kTol);
+  ops.geglu_backward(x, dy, dx);
+  expect_close("geglu.dx", dx, G("geglu.dx"), kTol);
+}
+
+TEST(OpsBackward, AddBroadcastConcatUpsample) {
+  CpuOps ops;
+  Tensor dv = filled(G("add_broadcast.v"), 5.f);
+  ops.add_broadcast_backward(G("add_broadcast.dy"), dv);
+  expect_close("add_broadcast.dv", dv, G("add_broadcast.dv"), kTol);
+
+  Tensor da = zeros_like(G("concat.a")), db = zeros_like(G("concat.b"));
+  ops.concat_channels_backward(G("concat.dy"), &da, &db);
+  expect_close("concat.da", da, G("concat.da"), 0);
+  expect_close("concat.db", db, G("concat.db"), 0);
+  Tensor db_only = zeros_like(db);
+  ops.concat_channels_backward(G("concat.dy"), nullptr, &db_only);
+  expect_close("concat.db (da skipped)", db_only, G("concat.db"), 0);
+
+  Tensor dx = zeros_like(G("upsample.x"));
+  ops.upsample_nearest2x_backward(G("upsample.dy"), dx);
+  expect_close("upsample.dx", dx, G("upsample.dx"), kTol);
+}
+
+TEST(OpsBackward, Embedding) {
+  CpuOps ops;
+  Tensor idf = G("embedding.ids"), ids = Tensor::empty(idf.shape(), DType::I64);
+  for (int64_t i = 0; i < idf.numel(); ++i) ids.data<int64_t>()[i] = int64_t(idf.f32()[i]);
+  Tensor dtable = filled(G("embedding.table"), 0.5f);
+  ops.embedding_backward(ids, G("embedding.dy"), dtable);
+  expect_close("embedding.dtable", minus(dtable, 0.5f), G("embedding.dtable"), kTol);
+  ids.data<int64_t>()[3] = 11;  // out of range
+  EXPECT_THROW(ops.embedding_backward(ids, G("embedding.dy"), dtable), Error);
+}
+
+// Same bits for 1 and 3 OpenMP threads: every gradient element is reduced by one thread in a fixed
+// order. (OpenBLAS's own threading is left as it is.)
+TEST(OpsBackward, DeterministicAcrossThreadCounts) {
+  CpuOps ops;
+  auto run = [&](int threads) {
+    omp_set_num_threads(threads);
+    std::vector<Tensor> r;
+    for (const char* name : {"conv_k3s1p1", "conv_k3s2_asym"}) {
+      const std::string n = name;
+      Tensor x = G(n + ".x"), w = G(n + ".w"), dy = G(n + ".dy");
+      Tensor dx = zeros_like(x), dw = zeros_like(w), db = zeros_like(G(n + ".b"));
+      ops.conv2d_backward(dy, x, w, &dx, &dw, &db,
+                          n == "conv_k3s1p1" ? Conv2dGeometry::same(1) : Conv2dGeometry{2, 0, 1, 0, 1});
+      r.insert(r.end(), {dx, dw, db});
+    }
+    Tensor x = G("group_norm_silu.x"), gamma = G("group_norm_silu.gamma"), beta = G("group_norm_silu.beta");
+    Tensor y = zeros_like(x), mean = Tensor::empty({2, 4}), rstd = Tensor::empty({2, 4});
+    ops.group_norm_forward(x, gamma, beta, y, 4, 1e-6f, Activation::SiLU, &mean, &rstd);
+    Tensor dx = zeros_like(x), dg = zeros_like(gamma), dbt = zeros_like(beta);
+    ops.group_norm_backward(G("group_norm_silu.dy"), x, gamma, beta, mean, rstd, 4, Activation::SiLU, &dx,
+                            &dg, &dbt);
+    r.insert(r.end(), {dx, dg, dbt});
+    return r;
+  };
+  const int saved = omp_get_max_threads();
+  auto a = run(1), b = run(3);
+  omp_set_num_threads(saved);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes()), 0) << "tensor " << i;
+}
