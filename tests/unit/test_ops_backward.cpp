@@ -218,3 +218,47 @@ TEST(OpsBackward, DeterministicAcrossThreadCounts) {
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_EQ(std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes()), 0) << "tensor " << i;
 }
+
+// Inputs wide enough (I = 1024: 9216-float im2col rows, 910 pixels per 32 MiB chunk) that the backward
+// runs over several chunks of output pixels, against direct loops in double.
+TEST(OpsBackward, Conv2dChunkedMatchesNaive) {
+  CpuOps ops;
+  const int64_t B = 1, I = 1024, O = 3, KH = 3, KW = 3;
+  for (const Conv2dGeometry& g : {Conv2dGeometry::same(1), Conv2dGeometry{2, 0, 1, 0, 1}}) {
+    const int64_t H = g.stride == 1 ? 31 : 62, W = g.stride == 1 ? 33 : 64;
+    const int64_t Ho = g.out_h(int(H), int(KH)), Wo = g.out_w(int(W), int(KW));
+    ASSERT_GT(Ho * Wo, 910);
+    Tensor x = Tensor::empty({B, H, W, I}), w = Tensor::empty({O, KH, KW, I}),
+           dy = Tensor::empty({B, Ho, Wo, O});
+    uint32_t s = 1;
+    for (Tensor* t : {&x, &w, &dy})
+      for (int64_t i = 0; i < t->numel(); ++i)
+        t->f32()[i] = float((s = s * 1664525u + 1013904223u) >> 8) / 16777216.f - 0.5f;
+    Tensor dx = Tensor::empty(x.shape()), dw = Tensor::zeros(w.shape());
+    ops.conv2d_backward(dy, x, w, &dx, &dw, nullptr, g);
+    std::vector<double> rdx(size_t(x.numel())), rdw(size_t(w.numel()));
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow)
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            const int64_t ih = oh * g.stride - g.pad_top + kh, iw = ow * g.stride - g.pad_left + kw;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            for (int64_t o = 0; o < O; ++o) {
+              const double d = dy.f32()[(oh * Wo + ow) * O + o];
+              const float* xr = x.f32() + (ih * W + iw) * I;
+              const float* wr = w.f32() + ((o * KH + kh) * KW + kw) * I;
+              double* dxr = rdx.data() + (ih * W + iw) * I;
+              double* dwr = rdw.data() + ((o * KH + kh) * KW + kw) * I;
+              for (int64_t i = 0; i < I; ++i) {
+                dxr[i] += d * wr[i];
+                dwr[i] += d * xr[i];
+              }
+            }
+          }
+    Tensor ref_dx = Tensor::empty(x.shape()), ref_dw = Tensor::empty(w.shape());
+    for (int64_t i = 0; i < x.numel(); ++i) ref_dx.f32()[i] = float(rdx[size_t(i)]);
+    for (int64_t i = 0; i < w.numel(); ++i) ref_dw.f32()[i] = float(rdw[size_t(i)]);
+    expect_close("chunked conv stride " + std::to_string(g.stride) + " dx", dx, ref_dx, kTol);
+    expect_close("chunked conv stride " + std::to_string(g.stride) + " dw", dw, ref_dw, kTol);
+  }
+}
