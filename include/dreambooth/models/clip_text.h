@@ -1,0 +1,30 @@
+#pragma once
+// CLIPTextModel (transformers models/clip/modeling_clip.py), the text encoder of SD 1.x / 2.x:
+//   x = token_embedding(ids) + position_embedding(arange(T))   [B, T, H]
+//   x = encoder.layers[i](x)                                   causal self-attention, pre-norm
+//   last_hidden_state = final_layer_norm(x)                    [B, T, H]
+// Parameters by their "text_model.*" state-dict names.
+#include <vector>
+
+#include <nlohmann/json.hpp>  // config.h (json_fwd) has json members; fixed on the models branch
+
+#include "dreambooth/models/config.h"
+#include "dreambooth/nn/clip_encoder_layer.h"
+
+namespace db {
+
+class ClipTextModel {
+ public:
+  ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
+  // ids [B, T] (I32 or I64, T <= max_position_embeddings) -> last_hidden_state [B, T, H]
+  Tensor forward(Ctx& ctx, const Tensor& ids) const;
+  const ClipTextConfig& config() const { return cfg_; }
+
+ private:
+  ClipTextConfig cfg_;
+  Tensor token_embedding_, position_embedding_;  // [V, H], [P, H]
+  std::vector<ClipEncoderLayer> layers_;
+  LayerNorm final_layer_norm_;
+};
+
+}  // namespace db

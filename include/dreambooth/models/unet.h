@@ -1,0 +1,48 @@
+#pragma once
+// UNet2DConditionModel (diffusers models/unets/unet_2d_condition.py) for SD 1.x / 2.x, NHWC:
+//   temb = time_embedding(time_proj(t))                  [B, 4*C0]
+//   h = conv_in(sample)                                   [B, h, w, C0]
+//   down blocks (resnet [+ transformer]) x L [+ downsample], each output kept as a skip
+//   mid block: resnet, transformer, resnet (output_scale_factor = mid_block_scale_factor)
+//   up blocks: (cat(h, skip) -> resnet [+ transformer]) x (L+1) [+ upsample]
+//   out = conv_out(silu(conv_norm_out(h)))               [B, h, w, out_channels]
+#include <vector>
+
+#include <nlohmann/json.hpp>  // config.h (json_fwd) has json members; fixed on the models branch
+
+#include "dreambooth/models/config.h"
+#include "dreambooth/nn/resample.h"
+#include "dreambooth/nn/resnet_block.h"
+#include "dreambooth/nn/timestep_embedding.h"
+#include "dreambooth/nn/transformer_2d.h"
+
+namespace db {
+
+// CrossAttnDownBlock2D / DownBlock2D, CrossAttnUpBlock2D / UpBlock2D, UNetMidBlock2DCrossAttn:
+// resnets[i] followed by attentions[i] when the block has attention.
+struct UNetBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2D> attentions;  // empty for DownBlock2D / UpBlock2D
+  std::vector<Downsample2D> downsamplers;
+  std::vector<Upsample2D> upsamplers;
+};
+
+class UNet2DConditionModel {
+ public:
+  UNet2DConditionModel(const UNetConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
+  // sample [B, h, w, in_channels] (NHWC), timesteps [B] (float, per sample), encoder_hidden_states
+  // [B, T, cross_attention_dim] -> [B, h, w, out_channels]
+  Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps,
+                 const Tensor& encoder_hidden_states) const;
+  const UNetConfig& config() const { return cfg_; }
+
+ private:
+  UNetConfig cfg_;
+  TimestepEmbedding time_embedding_;
+  Conv2d conv_in_, conv_out_;
+  std::vector<UNetBlock> down_, up_;
+  UNetBlock mid_;
+  GroupNorm conv_norm_out_;
+};
+
+}  // namespace db
