@@ -51,6 +51,14 @@ class Golden {
     return it->second;
   }
   Tensor operator[](const std::string& name) const { return get(name); }
+  // Names starting with `prefix`, in sorted order.
+  std::vector<std::string> names(const std::string& prefix = "") const {
+    std::vector<std::string> r;
+    for (auto it = tensors_.lower_bound(prefix); it != tensors_.end() && it->first.rfind(prefix, 0) == 0;
+         ++it)
+      r.push_back(it->first);
+    return r;
+  }
 
  private:
   std::string path_;
