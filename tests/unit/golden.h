@@ -16,6 +16,7 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/tensor.h"
+#include "dreambooth/models/registry.h"
 
 namespace db::test {
 
@@ -90,6 +91,52 @@ inline void expect_close(const std::string& what, const Tensor& a, const Tensor&
   const Diff d = diff(a, ref);
   std::printf("  %-34s rel_l2 %.2e  max_abs %.2e\n", what.c_str(), d.rel_l2, d.max_abs);
   EXPECT_LE(d.rel_l2, tol) << what << " (max abs " << d.max_abs << ")";
+}
+
+// Parameters "<prefix>NAME" of a golden file in a registry + flat buffer (conv weights permuted to
+// [O, kh, kw, I]), and a zeroed gradient buffer of the same layout. Needs the registry's implementation.
+struct GoldenParams {
+  ParamRegistry reg;
+  Tensor params, grads;
+};
+inline GoldenParams load_params(const Golden& g, const std::string& prefix) {
+  GoldenParams b;
+  for (const std::string& n : g.names(prefix)) b.reg.add(n.substr(prefix.size()), g[n].shape());
+  b.params = Tensor::zeros({b.reg.total_numel()});
+  b.grads = Tensor::zeros({b.reg.total_numel()});
+  for (const ParamInfo& info : b.reg.params()) {
+    const Tensor src = g[prefix + info.name];
+    Tensor dst = b.reg.view(b.params, info);
+    if (info.is_conv())
+      conv_weight_torch_to_ours(src.f32(), dst.f32(), info.torch_shape);
+    else
+      std::memcpy(dst.f32(), src.f32(), src.nbytes());
+  }
+  return b;
+}
+
+// Every gradient in b.grads against "<grad_prefix>NAME" (compared in PyTorch layout).
+inline void expect_param_grads(const GoldenParams& b, const Golden& g, const std::string& grad_prefix,
+                               double tol) {
+  for (const ParamInfo& info : b.reg.params()) {
+    const Tensor ref = g[grad_prefix + info.name];
+    Tensor got = Tensor::empty(info.torch_shape);
+    const Tensor v = b.reg.view(b.grads, info);
+    if (info.is_conv())
+      conv_weight_ours_to_torch(v.f32(), got.f32(), info.torch_shape);
+    else
+      std::memcpy(got.f32(), v.f32(), v.nbytes());
+    const std::string& n = info.name;
+    if (n.ends_with("k_proj.bias") || n.ends_with("to_k.bias")) {
+      // Exactly zero: a key bias adds q·b to a whole row of scores, which softmax ignores. Both sides
+      // hold rounding noise (~1e-7 with O(1) activations and gradients); only its size is checked.
+      const double noise = diff(got, Tensor::zeros(ref.shape())).max_abs;
+      std::printf("  %-34s max_abs %.2e (exact gradient 0)\n", (grad_prefix + n).c_str(), noise);
+      EXPECT_LE(noise, 1e-5) << grad_prefix << n;
+      continue;
+    }
+    expect_close(grad_prefix + n, got, ref, tol);
+  }
 }
 
 }  // namespace db::test

@@ -33,12 +33,9 @@ const Golden& golden() {
   return g;
 }
 
-// The parameters of one case in a registry + flat buffer (conv weights permuted to [O, kh, kw, I]), and a
-// zeroed gradient buffer of the same layout.
-struct Bound {
+// One case's parameters and gradient buffer, bound through a registry.
+struct Bound : db::test::GoldenParams {
   std::string c;
-  ParamRegistry reg;
-  Tensor params, grads;
   ParamSet p() const { return ParamSet(reg, params); }
   ParamSet g() const { return ParamSet(reg, grads); }
   Tensor in(const std::string& name) const { return golden()[c + "." + name]; }
@@ -46,43 +43,13 @@ struct Bound {
 
 Bound bind(const std::string& c) {
   Bound b;
+  static_cast<db::test::GoldenParams&>(b) = db::test::load_params(golden(), c + ".param.");
   b.c = c;
-  const std::string pre = c + ".param.";
-  for (const std::string& n : golden().names(pre)) b.reg.add(n.substr(pre.size()), golden()[n].shape());
-  b.params = Tensor::zeros({b.reg.total_numel()});
-  b.grads = Tensor::zeros({b.reg.total_numel()});
-  for (const ParamInfo& info : b.reg.params()) {
-    const Tensor src = golden()[pre + info.name];
-    Tensor dst = b.reg.view(b.params, info);
-    if (info.is_conv())
-      conv_weight_torch_to_ours(src.f32(), dst.f32(), info.torch_shape);
-    else
-      std::memcpy(dst.f32(), src.f32(), src.nbytes());
-  }
   return b;
 }
 
-// Every parameter gradient against torch's (compared in PyTorch layout).
 void expect_param_grads(const Bound& b) {
-  for (const ParamInfo& info : b.reg.params()) {
-    const Tensor ref = golden()[b.c + ".grad." + info.name];
-    Tensor got = Tensor::empty(info.torch_shape);
-    const Tensor v = b.reg.view(b.grads, info);
-    if (info.is_conv())
-      conv_weight_ours_to_torch(v.f32(), got.f32(), info.torch_shape);
-    else
-      std::memcpy(got.f32(), v.f32(), v.nbytes());
-    const std::string& n = info.name;
-    if (n.ends_with("k_proj.bias") || n.ends_with("to_k.bias")) {
-      // Exactly zero: a key bias adds q·b to a whole row of scores, which softmax ignores. Both sides
-      // hold rounding noise (~1e-7 here, with O(1) activations and gradients); only its size is checked.
-      const double noise = db::test::diff(got, Tensor::zeros(ref.shape())).max_abs;
-      std::printf("  %-34s max_abs %.2e (exact gradient 0)\n", (b.c + ".grad." + n).c_str(), noise);
-      EXPECT_LE(noise, 1e-5) << b.c << ".grad." << n;
-      continue;
-    }
-    expect_close(b.c + ".grad." + n, got, ref, kTol);
-  }
+  db::test::expect_param_grads(b, golden(), b.c + ".grad.", kTol);
 }
 
 // The training forward must compute exactly what the inference forward does.
