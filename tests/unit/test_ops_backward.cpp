@@ -262,3 +262,57 @@ TEST(OpsBackward, Conv2dChunkedMatchesNaive) {
     expect_close("chunked conv stride " + std::to_string(g.stride) + " dw", dw, ref_dw, kTol);
   }
 }
+
+// Enough queries x keys (4200^2 > the 16M-float score buffer) that the backward runs over two query
+// chunks, dK/dV accumulating across them, with the causal mask; against direct loops in double.
+TEST(OpsBackward, AttentionChunkedMatchesNaive) {
+  CpuOps ops;
+  const int64_t T = 4200, D = 2;
+  AttentionParams p;
+  p.heads = 1;
+  p.causal = true;
+  Tensor q = Tensor::empty({1, T, D}), k = Tensor::empty({1, T, D}), v = Tensor::empty({1, T, D}),
+         dout = Tensor::empty({1, T, D});
+  uint32_t st = 7;
+  for (Tensor* t : {&q, &k, &v, &dout})
+    for (int64_t i = 0; i < t->numel(); ++i)
+      t->f32()[i] = float((st = st * 1664525u + 1013904223u) >> 8) / 8388608.f - 1.f;
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 1, T});
+  ops.attention_forward(q, k, v, out, p, &lse);
+  Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
+  ops.attention_backward(dout, q, k, v, out, lse, p, dq, dk, dv);
+
+  const double scale = 1.0 / std::sqrt(double(D));
+  const float *Q = q.f32(), *K = k.f32(), *V = v.f32(), *dO = dout.f32();
+  const size_t n = size_t(T * D);
+  std::vector<double> rdq(n), rdk(n), rdv(n), P(static_cast<size_t>(T)), dP(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) {
+    double mx = -1e300, sum = 0, Di = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      P[j] = scale * (double(Q[i * D]) * K[j * D] + double(Q[i * D + 1]) * K[j * D + 1]);
+      mx = std::max(mx, P[j]);
+    }
+    for (int64_t j = 0; j <= i; ++j) sum += (P[j] = std::exp(P[j] - mx));
+    for (int64_t j = 0; j <= i; ++j) {
+      P[j] /= sum;
+      dP[j] = double(dO[i * D]) * V[j * D] + double(dO[i * D + 1]) * V[j * D + 1];
+      Di += P[j] * dP[j];
+    }
+    for (int64_t j = 0; j <= i; ++j) {
+      const double ds = P[j] * (dP[j] - Di);
+      for (int64_t d = 0; d < D; ++d) {
+        rdq[size_t(i * D + d)] += scale * ds * K[j * D + d];
+        rdk[size_t(j * D + d)] += scale * ds * Q[i * D + d];
+        rdv[size_t(j * D + d)] += P[j] * dO[i * D + d];
+      }
+    }
+  }
+  auto to_tensor = [&](const std::vector<double>& r) {
+    Tensor t = Tensor::empty({1, T, D});
+    for (int64_t i = 0; i < T * D; ++i) t.f32()[i] = float(r[size_t(i)]);
+    return t;
+  };
+  expect_close("chunked causal attention dq", dq, to_tensor(rdq), kTol);
+  expect_close("chunked causal attention dk", dk, to_tensor(rdk), kTol);
+  expect_close("chunked causal attention dv", dv, to_tensor(rdv), kTol);
+}
