@@ -188,27 +188,55 @@ TEST(OpsBackward, Embedding) {
 }
 
 // Same bits for 1 and 3 OpenMP threads: every gradient element is reduced by one thread in a fixed
-// order. (OpenBLAS's own threading is left as it is.)
+// order. Shapes are above kCpuParallelMinWork so the loops really run in parallel. (OpenBLAS's own
+// threading is left as it is.)
 TEST(OpsBackward, DeterministicAcrossThreadCounts) {
   CpuOps ops;
+  uint32_t st = 3;
+  auto rnd = [&](const Shape& s) {
+    Tensor t = Tensor::empty(s);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.f32()[i] = float((st = st * 1664525u + 1013904223u) >> 8) / 8388608.f - 1.f;
+    return t;
+  };
+  const Tensor cx = rnd({2, 24, 24, 16}), cw = rnd({12, 3, 3, 16}), cdy1 = rnd({2, 24, 24, 12}),
+               cdy2 = rnd({2, 12, 12, 12});
+  const Tensor gx = rnd({2, 32, 32, 32}), gamma = rnd({32}), beta = rnd({32}), gdy = rnd({2, 32, 32, 32});
+  const Tensor lx = rnd({256, 160}), ldy = rnd({256, 160}), lgamma = rnd({160});
+  const Tensor q = rnd({1, 256, 16}), k = rnd({1, 256, 16}), v = rnd({1, 256, 16}), dout = rnd({1, 256, 16});
+  Tensor ids = Tensor::empty({300}, DType::I32);
+  for (int i = 0; i < 300; ++i) ids.data<int32_t>()[i] = (i * 7) % 13;
+  const Tensor edy = rnd({300, 128});
   auto run = [&](int threads) {
     omp_set_num_threads(threads);
     std::vector<Tensor> r;
-    for (const char* name : {"conv_k3s1p1", "conv_k3s2_asym"}) {
-      const std::string n = name;
-      Tensor x = G(n + ".x"), w = G(n + ".w"), dy = G(n + ".dy");
-      Tensor dx = zeros_like(x), dw = zeros_like(w), db = zeros_like(G(n + ".b"));
-      ops.conv2d_backward(dy, x, w, &dx, &dw, &db,
-                          n == "conv_k3s1p1" ? Conv2dGeometry::same(1) : Conv2dGeometry{2, 0, 1, 0, 1});
+    for (const auto& [dy, g] :
+         {std::pair{cdy1, Conv2dGeometry::same(1)}, {cdy2, Conv2dGeometry{2, 0, 1, 0, 1}}}) {
+      Tensor dx = zeros_like(cx), dw = zeros_like(cw), db = Tensor::zeros({12});
+      ops.conv2d_backward(dy, cx, cw, &dx, &dw, &db, g);
       r.insert(r.end(), {dx, dw, db});
     }
-    Tensor x = G("group_norm_silu.x"), gamma = G("group_norm_silu.gamma"), beta = G("group_norm_silu.beta");
-    Tensor y = zeros_like(x), mean = Tensor::empty({2, 4}), rstd = Tensor::empty({2, 4});
-    ops.group_norm_forward(x, gamma, beta, y, 4, 1e-6f, Activation::SiLU, &mean, &rstd);
-    Tensor dx = zeros_like(x), dg = zeros_like(gamma), dbt = zeros_like(beta);
-    ops.group_norm_backward(G("group_norm_silu.dy"), x, gamma, beta, mean, rstd, 4, Activation::SiLU, &dx,
-                            &dg, &dbt);
+    Tensor y = zeros_like(gx), mean = Tensor::empty({2, 8}), rstd = Tensor::empty({2, 8});
+    ops.group_norm_forward(gx, gamma, beta, y, 8, 1e-6f, Activation::SiLU, &mean, &rstd);
+    Tensor dx = zeros_like(gx), dg = zeros_like(gamma), dbt = zeros_like(beta);
+    ops.group_norm_backward(gdy, gx, gamma, beta, mean, rstd, 8, Activation::SiLU, &dx, &dg, &dbt);
     r.insert(r.end(), {dx, dg, dbt});
+    Tensor lm = Tensor::empty({256}), lr = Tensor::empty({256}), ly = zeros_like(lx);
+    ops.layer_norm_forward(lx, lgamma, lgamma, ly, 1e-5f, &lm, &lr);
+    Tensor ldx = zeros_like(lx), ldg = zeros_like(lgamma), ldb = zeros_like(lgamma);
+    ops.layer_norm_backward(ldy, lx, lgamma, lm, lr, &ldx, &ldg, &ldb);
+    r.insert(r.end(), {ldx, ldg, ldb});
+    AttentionParams p;
+    p.heads = 2;
+    p.causal = true;
+    Tensor out = zeros_like(q), lse = Tensor::empty({1, 2, 256});
+    ops.attention_forward(q, k, v, out, p, &lse);
+    Tensor dq = zeros_like(q), dk = zeros_like(k), dv = zeros_like(v);
+    ops.attention_backward(dout, q, k, v, out, lse, p, dq, dk, dv);
+    r.insert(r.end(), {dq, dk, dv});
+    Tensor dtable = Tensor::zeros({13, 128});
+    ops.embedding_backward(ids, edy, dtable);
+    r.push_back(dtable);
     return r;
   };
   const int saved = omp_get_max_threads();

@@ -59,6 +59,10 @@ class CpuOps final : public Ops {
 void cpu_gemm_nt(int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
                  float beta, float* y, int ldy);
 
+// Backward loops run serially below this many elements of work: forking threads for a few thousand
+// floats costs more than it saves, and on a loaded machine spinning OpenMP threads multiply it.
+constexpr int64_t kCpuParallelMinWork = int64_t(1) << 15;
+
 // out[n] += sum_m a[m * lda + n] for n < N (column sums of a row-major [M, N] block), accumulated in
 // double; parallel over column blocks, so the summation order does not depend on the thread count.
 void cpu_column_sum_add(const float* a, int64_t M, int64_t N, int64_t lda, float* out);

@@ -56,7 +56,7 @@ void CpuOps::attention_backward(const Tensor& dout, const Tensor& q, const Tenso
         // P [n, Tk] = exp(scale · Q K^T - lse)
         cpu_gemm_nt(int(n), int(Tk), int(D), scale, qb + i0 * HD, int(HD), kb, int(HD), 0.f, P.data(),
                     int(Tk));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * Tk >= kCpuParallelMinWork)
         for (int64_t r = 0; r < n; ++r) {
           const int64_t i = i0 + r;
           const int64_t valid = p.causal ? std::min(Tk, i + 1) : Tk;
@@ -74,7 +74,7 @@ void CpuOps::attention_backward(const Tensor& dout, const Tensor& q, const Tenso
         cpu_gemm_nt(int(n), int(Tk), int(D), 1.f, dob + i0 * HD, int(HD), vb, int(HD), 0.f, dP.data(),
                     int(Tk));
         // dS = P ∘ (dP - D_i), stored in dP (masked entries have P = 0)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * Tk >= kCpuParallelMinWork)
         for (int64_t r = 0; r < n; ++r) {
           const float* pr = P.data() + r * Tk;
           float* dsr = dP.data() + r * Tk;

@@ -23,7 +23,7 @@ struct ConvDims {
 // col [mc, KH*KW*I]: receptive fields of output pixels m0 .. m0+mc of one image xb [H, W, I]
 void im2col(const float* xb, const ConvDims& d, const Conv2dGeometry& g, int64_t m0, int64_t mc, float* col) {
   const int64_t K = d.KH * d.KW * d.I;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (mc * K >= kCpuParallelMinWork)
   for (int64_t mi = 0; mi < mc; ++mi) {
     const int64_t m = m0 + mi, oh = m / d.Wo, ow = m % d.Wo;
     for (int64_t kh = 0; kh < d.KH; ++kh) {
@@ -48,7 +48,7 @@ void col2im_gather(const float* dcol, const ConvDims& d, const Conv2dGeometry& g
   const int64_t oh_lo = m0 / d.Wo, oh_hi = (m0 + mc - 1) / d.Wo;
   const int64_t ih_lo = std::max<int64_t>(0, oh_lo * s - g.pad_top);
   const int64_t ih_hi = std::min<int64_t>(d.H - 1, oh_hi * s - g.pad_top + d.KH - 1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (mc * K >= kCpuParallelMinWork)
   for (int64_t ih = ih_lo; ih <= ih_hi; ++ih) {
     for (int64_t iw = 0; iw < d.W; ++iw) {
       float* dst = dxb + (ih * d.W + iw) * d.I;

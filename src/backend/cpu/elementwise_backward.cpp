@@ -34,18 +34,18 @@ void CpuOps::activation_backward(const Tensor& x, const Tensor& dy, Tensor& dx, 
       if (dxp != dyp) std::memcpy(dxp, dyp, size_t(n) * sizeof(float));
       break;
     case Activation::SiLU:  // s (1 + x (1 - s))
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kCpuParallelMinWork)
       for (int64_t i = 0; i < n; ++i) {
         const float s = sigmoid(xp[i]);
         dxp[i] = dyp[i] * s * (1.f + xp[i] * (1.f - s));
       }
       break;
     case Activation::GELU:
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kCpuParallelMinWork)
       for (int64_t i = 0; i < n; ++i) dxp[i] = dyp[i] * gelu_erf_grad(xp[i]);
       break;
     case Activation::QuickGELU:  // s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kCpuParallelMinWork)
       for (int64_t i = 0; i < n; ++i) {
         const float s = sigmoid(1.702f * xp[i]);
         dxp[i] = dyp[i] * (s + 1.702f * xp[i] * s * (1.f - s));
@@ -62,7 +62,7 @@ void CpuOps::geglu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {
   const float* xp = x.f32();
   const float* dyp = dy.f32();
   float* dxp = dx.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N >= kCpuParallelMinWork)
   for (int64_t m = 0; m < M; ++m) {
     const float* hidden = xp + m * 2 * N;
     const float* gate = hidden + N;
@@ -92,7 +92,7 @@ void CpuOps::concat_channels_backward(const Tensor& dy, Tensor* da, Tensor* db) 
            "concat_channels_backward: dy ", dy.desc(), " into ", da ? da->desc() : "-", " + ",
            db ? db->desc() : "-");
   const float* dyp = dy.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * C >= kCpuParallelMinWork)
   for (int64_t m = 0; m < M; ++m) {
     if (da) std::memcpy(da->f32() + m * Ca, dyp + m * C, size_t(Ca) * sizeof(float));
     if (db) std::memcpy(db->f32() + m * Cb, dyp + m * C + Ca, size_t(Cb) * sizeof(float));

@@ -11,7 +11,7 @@ namespace db {
 void cpu_column_sum_add(const float* a, int64_t M, int64_t N, int64_t lda, float* out) {
   constexpr int64_t kBlock = 64;
   const int64_t blocks = (N + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N >= kCpuParallelMinWork)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t n0 = blk * kBlock, nb = std::min(kBlock, N - n0);
     double acc[kBlock] = {};

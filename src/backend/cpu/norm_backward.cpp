@@ -46,7 +46,7 @@ void CpuOps::group_norm_backward(const Tensor& dy, const Tensor& x, const Tensor
   const float* bp = beta.f32();
   // per (b, c): sum dz and sum dz·xhat over the N positions; reduced over b afterwards in b order
   std::vector<double> sdz(size_t(B * C)), sdzx(size_t(B * C));
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kCpuParallelMinWork)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t g = 0; g < G; ++g) {
       const int64_t off = b * N * C + g * cg;
@@ -106,7 +106,7 @@ void CpuOps::layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor
   const float* rp = rstd.f32();
   if (dx) {
     float* dxp = dx->f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * C >= kCpuParallelMinWork)
     for (int64_t m = 0; m < M; ++m) {
       const float* xr = xp + m * C;
       const float* dyr = dyp + m * C;
@@ -126,7 +126,7 @@ void CpuOps::layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor
   if (!dgamma && !dbeta) return;
   constexpr int64_t kBlock = 32;
   const int64_t blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * C >= kCpuParallelMinWork)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t c0 = blk * kBlock, cb = std::min(kBlock, C - c0);
     double sg[kBlock] = {}, sb[kBlock] = {};

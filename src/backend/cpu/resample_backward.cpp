@@ -13,7 +13,7 @@ void CpuOps::upsample_nearest2x_backward(const Tensor& dy, Tensor& dx) {
            dx.desc());
   const float* dyp = dy.f32();
   float* dxp = dx.f32();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (dx.numel() >= kCpuParallelMinWork)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t w = 0; w < W; ++w) {
@@ -40,7 +40,7 @@ void CpuOps::embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dta
   const int64_t blocks = (C + kBlock - 1) / kBlock;
   const float* dyp = dy.f32();
   float* tp = dtable.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * C >= kCpuParallelMinWork)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t c0 = blk * kBlock, cb = std::min(kBlock, C - c0);
     for (int64_t i = 0; i < n; ++i) {
