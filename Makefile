@@ -21,7 +21,7 @@ PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openbl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -MMD -MP
+CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -MMD -MP
 CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 
@@ -75,6 +75,13 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
+# Benchmarks: one binary per bench/*.cpp (build/bench_NAME); see bench/README.md.
+BENCH_BINS := $(BENCH_SRCS:bench/%.cpp=$(BUILD)/bench_%)
+.PRECIOUS: $(BUILD)/bench/%.o
+bench: $(BENCH_BINS)
+$(BUILD)/bench_%: $(BUILD)/bench/%.o $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+
 # The test command: GoogleTest suite, then the MPI tests under mpirun.
 test: all
 	tests/run_tests.sh $(BUILD)
@@ -82,11 +89,11 @@ test: all
 # libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
 FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
 fuzz: $(BUILD)/fuzz_safetensors
-$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS)
+$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/io/*.h)
 	@mkdir -p $(@D)
-	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
+	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
-FORMAT_FILES = $(shell find include src tests/unit tests/fuzz bench kernels -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
+FORMAT_FILES = $(shell find include src tests/unit tests/fuzz bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:

@@ -27,12 +27,14 @@ bool parse_command_line(int argc, char** argv, const std::string& usage, const s
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::cout << "usage: " << usage << "\n\n" << description << "\n\n" << options << "  -h [ --help ]  show this help\n";
+      std::cout << "usage: " << usage << "\n\n"
+                << description << "\n\n"
+                << options << "  -h [ --help ]  show this help\n";
       return false;
     }
   }
   try {
-    po::command_line_parser parser(argc - 1, argv + 1);
+    po::command_line_parser parser(argc, argv);  // skips argv[0], the subcommand name
     parser.options(all);
     if (positional) parser.positional(*positional);
     po::store(parser.run(), vm);

@@ -9,6 +9,7 @@
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/dist/world.h"
 
 namespace {
 
@@ -25,7 +26,8 @@ void print_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
     print_help();
     return argc < 2 ? 2 : 0;
   }
@@ -35,13 +37,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dreambooth: unknown command '%s' (see 'dreambooth --help')\n", argv[1]);
     return 2;
   }
+  // Every subcommand runs inside an MPI world (a singleton without mpirun). A failing rank prints its
+  // own message once and aborts the job so no other rank waits forever in a collective.
+  int code = 0;
   try {
-    return it->run(argc - 1, argv + 1);
+    db::init_world(&argc, &argv);
+    code = it->run(argc - 1, argv + 1);
   } catch (const db::UsageError& e) {
-    std::fprintf(stderr, "dreambooth %s\n", e.what());
-    return 2;
+    if (db::world().is_root()) std::fprintf(stderr, "dreambooth %s\n", e.what());
+    code = 2;
   } catch (const std::exception& e) {
     db::log_message(db::LogLevel::Error, e.what());
-    return 1;
+    if (db::world().size > 1) db::abort_world(1);
+    code = 1;
   }
+  db::finalize_world();
+  return code;
 }

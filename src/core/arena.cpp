@@ -20,7 +20,8 @@ Tensor Arena::alloc(const Shape& shape, DType dtype) {
   DB_CHECK(end <= capacity_, "arena exhausted: need ", end, " bytes, capacity ", capacity_,
            " (the arena is sized for a different shape)");
   used_ = end;
-  return Tensor::wrap(static_cast<char*>(block_.raw()) + start, shape, dtype, Device::CPU, block_.storage_handle());
+  return Tensor::wrap(static_cast<char*>(block_.raw()) + start, shape, dtype, Device::CPU,
+                      block_.storage_handle());
 }
 
 }  // namespace db

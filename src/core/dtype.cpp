@@ -8,36 +8,54 @@ namespace db {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
-    case DType::I32: return 4;
-    case DType::I64: return 8;
-    case DType::U8: return 1;
+    case DType::F32:
+      return 4;
+    case DType::BF16:
+      return 2;
+    case DType::F16:
+      return 2;
+    case DType::I32:
+      return 4;
+    case DType::I64:
+      return 8;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "f32";
-    case DType::BF16: return "bf16";
-    case DType::F16: return "f16";
-    case DType::I32: return "i32";
-    case DType::I64: return "i64";
-    case DType::U8: return "u8";
+    case DType::F32:
+      return "f32";
+    case DType::BF16:
+      return "bf16";
+    case DType::F16:
+      return "f16";
+    case DType::I32:
+      return "i32";
+    case DType::I64:
+      return "i64";
+    case DType::U8:
+      return "u8";
   }
   return "?";
 }
 
 const char* dtype_safetensors_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
-    case DType::U8: return "U8";
+    case DType::F32:
+      return "F32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F16:
+      return "F16";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
+    case DType::U8:
+      return "U8";
   }
   return "?";
 }
@@ -91,16 +109,16 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = uint16_t((u >> 16) & 0x8000);
   uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00;                  // NaN
-  if (a >= 0x477ff000u) return sign | 0x7c00;                 // overflow (rounds to >= 65520) -> inf
-  if (a < 0x38800000u) {                                      // below f16 normal range: subnormal or 0
+  if (a > 0x7f800000u) return sign | 0x7e00;   // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00;  // overflow (rounds to >= 65520) -> inf
+  if (a < 0x38800000u) {                       // below f16 normal range: subnormal or 0
     float af;
     std::memcpy(&af, &a, 4);
-    float scaled = af * 16777216.0f;                          // value / 2^-24
-    return sign | uint16_t(std::nearbyint(scaled));           // round half to even (default mode)
+    float scaled = af * 16777216.0f;                 // value / 2^-24
+    return sign | uint16_t(std::nearbyint(scaled));  // round half to even (default mode)
   }
   uint32_t mant_odd = (a >> 13) & 1u;
-  a += 0xfffu + mant_odd;                                     // round to nearest even on bit 13
+  a += 0xfffu + mant_odd;  // round to nearest even on bit 13
   return sign | uint16_t(((a >> 13) - (112u << 10)) & 0x7fff);
 }
 

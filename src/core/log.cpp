@@ -14,7 +14,9 @@ void set_log_rank(int rank, int world_size) {
   g_rank = rank;
   g_world = world_size;
 }
-void set_log_level(LogLevel level) { g_level = level; }
+void set_log_level(LogLevel level) {
+  g_level = level;
+}
 
 void log_message(LogLevel level, const std::string& msg) {
   if (level < g_level) return;

@@ -28,7 +28,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype) {
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
   size_t alloc = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, alloc ? alloc : 64);
-  if (!p) throw Error("out of host memory allocating ", bytes, " bytes for ", dtype_name(dtype), shape_str(shape));
+  if (!p)
+    throw Error("out of host memory allocating ", bytes, " bytes for ", dtype_name(dtype), shape_str(shape));
   t.storage_ = std::make_shared<Storage>();
   t.storage_->data = p;
   t.storage_->bytes = bytes;
@@ -129,24 +130,42 @@ Tensor Tensor::to(DType target) const {
   const int64_t n = numel();
   auto load = [&](int64_t i) -> float {
     switch (dtype_) {
-      case DType::F32: return data<float>()[i];
-      case DType::BF16: return bf16_to_f32(data<uint16_t>()[i]);
-      case DType::F16: return f16_to_f32(data<uint16_t>()[i]);
-      case DType::I32: return float(data<int32_t>()[i]);
-      case DType::I64: return float(data<int64_t>()[i]);
-      case DType::U8: return float(data<uint8_t>()[i]);
+      case DType::F32:
+        return data<float>()[i];
+      case DType::BF16:
+        return bf16_to_f32(data<uint16_t>()[i]);
+      case DType::F16:
+        return f16_to_f32(data<uint16_t>()[i]);
+      case DType::I32:
+        return float(data<int32_t>()[i]);
+      case DType::I64:
+        return float(data<int64_t>()[i]);
+      case DType::U8:
+        return float(data<uint8_t>()[i]);
     }
     return 0.f;
   };
   for (int64_t i = 0; i < n; ++i) {
     float v = load(i);
     switch (target) {
-      case DType::F32: out.data<float>()[i] = v; break;
-      case DType::BF16: out.data<uint16_t>()[i] = f32_to_bf16(v); break;
-      case DType::F16: out.data<uint16_t>()[i] = f32_to_f16(v); break;
-      case DType::I32: out.data<int32_t>()[i] = int32_t(v); break;
-      case DType::I64: out.data<int64_t>()[i] = int64_t(v); break;
-      case DType::U8: out.data<uint8_t>()[i] = uint8_t(v); break;
+      case DType::F32:
+        out.data<float>()[i] = v;
+        break;
+      case DType::BF16:
+        out.data<uint16_t>()[i] = f32_to_bf16(v);
+        break;
+      case DType::F16:
+        out.data<uint16_t>()[i] = f32_to_f16(v);
+        break;
+      case DType::I32:
+        out.data<int32_t>()[i] = int32_t(v);
+        break;
+      case DType::I64:
+        out.data<int64_t>()[i] = int64_t(v);
+        break;
+      case DType::U8:
+        out.data<uint8_t>()[i] = uint8_t(v);
+        break;
     }
   }
   return out;
@@ -163,6 +182,8 @@ void Tensor::fill(float v) {
   for (int64_t i = 0, n = numel(); i < n; ++i) p[i] = v;
 }
 
-std::string Tensor::desc() const { return str_cat(dtype_name(dtype_), shape_str(shape_)); }
+std::string Tensor::desc() const {
+  return str_cat(dtype_name(dtype_), shape_str(shape_));
+}
 
 }  // namespace db

@@ -11,10 +11,10 @@ namespace db {
 enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8 };
 
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);                    // "f32", "bf16", ...
-const char* dtype_safetensors_name(DType t);        // "F32", "BF16", "F16", "I32", "I64", "U8"
+const char* dtype_name(DType t);                              // "f32", "bf16", ...
+const char* dtype_safetensors_name(DType t);                  // "F32", "BF16", "F16", "I32", "I64", "U8"
 bool dtype_from_safetensors(std::string_view s, DType* out);  // false when unknown
-DType dtype_from_name(const std::string& s);        // "fp32"/"f32"/"float32", "bf16", "fp16"/"f16"; throws
+DType dtype_from_name(const std::string& s);  // "fp32"/"f32"/"float32", "bf16", "fp16"/"f16"; throws
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;

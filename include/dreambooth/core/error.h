@@ -51,7 +51,7 @@ class UsageError : public std::runtime_error {
 
 }  // namespace db
 
-#define DB_CHECK(cond, ...)                          \
-  do {                                               \
-    if (!(cond)) throw ::db::Error(__VA_ARGS__);     \
+#define DB_CHECK(cond, ...)                      \
+  do {                                           \
+    if (!(cond)) throw ::db::Error(__VA_ARGS__); \
   } while (0)

@@ -14,14 +14,14 @@
 namespace db {
 
 enum class RngPurpose : uint32_t {
-  Noise = 1,        // epsilon added to latents
-  Timestep = 2,     // per-sample timestep t ~ U{0..T-1}
-  LatentSample = 3, // VAE posterior sample  mean + std * eps
-  Shuffle = 4,      // data order per epoch
-  Init = 5,         // random model init (init-model)
-  Sampler = 6,      // initial latents / ancestral noise when generating
-  Crop = 7,         // random crops in prepare
-  OffsetNoise = 8,  // per-channel offset noise
+  Noise = 1,         // epsilon added to latents
+  Timestep = 2,      // per-sample timestep t ~ U{0..T-1}
+  LatentSample = 3,  // VAE posterior sample  mean + std * eps
+  Shuffle = 4,       // data order per epoch
+  Init = 5,          // random model init (init-model)
+  Sampler = 6,       // initial latents / ancestral noise when generating
+  Crop = 7,          // random crops in prepare
+  OffsetNoise = 8,   // per-channel offset noise
 };
 
 using PhiloxBlock = std::array<uint32_t, 4>;
@@ -31,8 +31,8 @@ inline PhiloxBlock philox4x32_10(PhiloxBlock ctr, std::array<uint32_t, 2> key) {
   for (int round = 0; round < 10; ++round) {
     uint64_t p0 = uint64_t(M0) * ctr[0];
     uint64_t p1 = uint64_t(M1) * ctr[2];
-    PhiloxBlock next = {uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], uint32_t(p1), uint32_t(p0 >> 32) ^ ctr[3] ^ key[1],
-                        uint32_t(p0)};
+    PhiloxBlock next = {uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], uint32_t(p1),
+                        uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], uint32_t(p0)};
     ctr = next;
     key[0] += W0;
     key[1] += W1;
@@ -44,7 +44,10 @@ inline PhiloxBlock philox4x32_10(PhiloxBlock ctr, std::array<uint32_t, 2> key) {
 class PhiloxStream {
  public:
   PhiloxStream(uint64_t seed, RngPurpose purpose, uint32_t step, uint32_t sample)
-      : key_{uint32_t(seed), uint32_t(seed >> 32)}, step_(step), sample_(sample), purpose_(uint32_t(purpose)) {}
+      : key_{uint32_t(seed), uint32_t(seed >> 32)},
+        step_(step),
+        sample_(sample),
+        purpose_(uint32_t(purpose)) {}
 
   uint32_t u32(uint64_t e) const {
     PhiloxBlock b = philox4x32_10({uint32_t(e / 4), sample_, step_, purpose_}, key_);

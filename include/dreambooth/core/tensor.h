@@ -55,15 +55,15 @@ class Tensor {
   }
   float* f32() const;  // checks dtype F32 and CPU
 
-  Tensor view(const Shape& shape) const;         // same numel; -1 allowed once
+  Tensor view(const Shape& shape) const;           // same numel; -1 allowed once
   Tensor slice(int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0
-  Tensor select(int64_t i) const;                // row i of dim 0, that dim dropped
-  Tensor clone() const;                          // deep copy (CPU)
-  Tensor to(DType t) const;                      // converted copy (CPU float types)
-  void copy_from(const Tensor& src);             // same shape and dtype (CPU)
-  void fill(float v);                            // F32 CPU
+  Tensor select(int64_t i) const;                  // row i of dim 0, that dim dropped
+  Tensor clone() const;                            // deep copy (CPU)
+  Tensor to(DType t) const;                        // converted copy (CPU float types)
+  void copy_from(const Tensor& src);               // same shape and dtype (CPU)
+  void fill(float v);                              // F32 CPU
 
-  std::string desc() const;  // "f32[2, 4]"
+  std::string desc() const;                                          // "f32[2, 4]"
   std::shared_ptr<void> storage_handle() const { return storage_; }  // keeps the storage alive
 
  private:

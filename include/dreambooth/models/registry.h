@@ -15,10 +15,10 @@
 namespace db {
 
 struct ParamInfo {
-  std::string name;   // e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
-  Shape torch_shape;  // as in the state dict / safetensors file
-  Shape shape;        // as stored in our buffer ([O, kh, kw, I] for 4-D conv weights)
-  int64_t offset = 0; // in elements, into the flat buffer (aligned to 16 elements)
+  std::string name;    // e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+  Shape torch_shape;   // as in the state dict / safetensors file
+  Shape shape;         // as stored in our buffer ([O, kh, kw, I] for 4-D conv weights)
+  int64_t offset = 0;  // in elements, into the flat buffer (aligned to 16 elements)
   int64_t numel = 0;
   bool is_conv() const { return torch_shape.size() == 4; }
 };
@@ -30,8 +30,8 @@ class ParamRegistry {
   const std::vector<ParamInfo>& params() const { return params_; }
   const ParamInfo* find(const std::string& name) const;  // nullptr when absent
   const ParamInfo& at(const std::string& name) const;    // throws naming the parameter
-  int64_t total_numel() const { return total_; }          // buffer size incl. alignment padding
-  int64_t param_count() const;                            // sum of numel (what users call "parameters")
+  int64_t total_numel() const { return total_; }         // buffer size incl. alignment padding
+  int64_t param_count() const;                           // sum of numel (what users call "parameters")
   // A view of one parameter inside a flat buffer laid out by this registry.
   Tensor view(const Tensor& flat, const std::string& name) const;
   Tensor view(const Tensor& flat, const ParamInfo& p) const;

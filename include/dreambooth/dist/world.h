@@ -1,0 +1,38 @@
+#pragma once
+// The MPI world every subcommand runs in (DESIGN.md: "every subcommand runs the same with or without
+// mpirun"). A plain `dreambooth ...` is an MPI singleton (world size 1); under mpirun or
+// `srun --mpi=pmix` each process is one rank.
+//
+// Failure policy (decision 9): a rank that fails prints its own message once, then calls MPI_Abort,
+// which ends every rank with a non-zero exit promptly instead of leaving them waiting in a collective.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace db {
+
+struct World {
+  int rank = 0, size = 1;
+  int local_rank = 0, local_size = 1;  // within this node (shared-memory split)
+  bool is_root() const { return rank == 0; }
+};
+
+// Initialises MPI once (thread level FUNNELED) and sets the log prefix. Safe to call repeatedly.
+const World& init_world(int* argc, char*** argv);
+const World& world();  // after init_world (or a size-1 world when MPI was never initialised)
+bool world_initialised();
+void finalize_world();
+[[noreturn]] void abort_world(int code);
+
+// Collectives over MPI_COMM_WORLD (no-ops on a size-1 world).
+void barrier();
+void allreduce_sum(float* data, size_t n);
+void allreduce_sum(double* data, size_t n);
+int64_t allreduce_sum(int64_t v);
+int64_t allreduce_max(int64_t v);
+void broadcast(void* data, size_t bytes, int root = 0);
+// Everyone learns whether anyone failed, so ranks can stop together at a step boundary.
+bool any_rank(bool flag);
+
+}  // namespace db

@@ -1,0 +1,318 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "dreambooth/core/error.h"
+#include "dreambooth/diffusion/sampler.h"
+
+using namespace db;
+
+namespace {
+
+nlohmann::json load_golden(const char* file) {
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  std::string path = std::string(env ? env : "tests/golden") + "/samplers/" + file;
+  std::ifstream f(path);
+  if (!f) throw Error(path, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
+  return nlohmann::json::parse(f);
+}
+
+// The synthetic "model" of tests/reference/make_sampler_golden.py.
+Tensor synthetic_model(const Tensor& m, float t) {
+  Tensor out = Tensor::empty(m.shape());
+  const double c = 0.01 * (double(t) / 1000.0);
+  for (int64_t i = 0; i < m.numel(); ++i) out.f32()[i] = float(0.5 * std::tanh(double(m.f32()[i])) + c);
+  return out;
+}
+
+// A SchedulerConfig as the JSON parser would fill it (fields present override the struct defaults),
+// with raw = the JSON so absent fields take the target class's defaults.
+SchedulerConfig config_from_json(const nlohmann::json& j) {
+  SchedulerConfig c;
+  c.class_name = j.value("_class_name", c.class_name);
+  c.num_train_timesteps = j.value("num_train_timesteps", c.num_train_timesteps);
+  c.beta_start = j.value("beta_start", c.beta_start);
+  c.beta_end = j.value("beta_end", c.beta_end);
+  c.beta_schedule = j.value("beta_schedule", c.beta_schedule);
+  c.prediction_type = j.value("prediction_type", c.prediction_type);
+  c.timestep_spacing = j.value("timestep_spacing", c.timestep_spacing);
+  c.steps_offset = j.value("steps_offset", c.steps_offset);
+  c.clip_sample = j.value("clip_sample", c.clip_sample);
+  c.set_alpha_to_one = j.value("set_alpha_to_one", c.set_alpha_to_one);
+  c.skip_prk_steps = j.value("skip_prk_steps", c.skip_prk_steps);
+  c.raw = j;
+  return c;
+}
+
+struct Diff {
+  double rel_l2 = 0, max_abs = 0;
+};
+Diff compare(const float* a, const std::vector<float>& b) {
+  double num = 0, den = 0, mx = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * b[i];
+    mx = std::max(mx, std::abs(d));
+  }
+  return {std::sqrt(num / std::max(den, 1e-300)), mx};
+}
+
+// Timesteps must be equal, except Euler with Karras sigmas, whose timesteps are fractional results of
+// _sigma_to_t over np.log(float32 sigmas): numpy's SIMD float32 log is not correctly rounded (it
+// differs from glibc's logf for ~20% of the table), which moves a timestep by up to ~1e-5.
+void expect_timesteps(const std::vector<float>& got, const std::vector<float>& want, bool fractional) {
+  if (!fractional) {
+    EXPECT_EQ(got, want);
+    return;
+  }
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i]) + 2e-5) << i;
+}
+
+}  // namespace
+
+// Runs every golden case: diffusers' scheduler loop on a synthetic model, 5-50 steps. Timesteps must
+// match exactly. The latents follow the same float32 elementwise operations in the same order; what can
+// differ is the last bit of libm/SLEEF functions (tanh in the model, log/exp/sqrt of scalars, numpy's
+// log/pow in the Karras schedule) and torch's scalar-division strategy, amplified by at most a few
+// dozen steps: the bound is relative L2 <= 1e-5 on the final latents (observed ~1e-7).
+TEST(Sampler, MatchesDiffusersGolden) {
+  auto g = load_golden("samplers.json");
+  const auto init = g["init"].get<std::vector<float>>();
+  const Shape shape = g["shape"].get<Shape>();
+  std::map<std::string, double> worst;
+  int n_cases = 0;
+  for (const auto& c : g["cases"]) {
+    const std::string name = c["name"];
+    SCOPED_TRACE(name);
+    SchedulerConfig cfg = config_from_json(c["config"]);
+    SamplerOptions opts;
+    opts.eta = c["eta"].get<float>();
+    auto s = make_sampler(c["sampler"], cfg, opts);
+    const auto& ts = s->set_timesteps(c["steps"].get<int>());
+    const auto want_ts = c["timesteps"].get<std::vector<float>>();
+    expect_timesteps(ts, want_ts, c["sampler"] == "euler" && c["config"].value("use_karras_sigmas", false));
+    if (c.contains("sigmas")) {
+      const auto want = c["sigmas"].get<std::vector<float>>();
+      ASSERT_EQ(s->sigmas().size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i)
+        EXPECT_NEAR(s->sigmas()[i], want[i], 1e-6 * std::abs(want[i])) << i;
+    }
+    const float sigma0 = s->init_noise_sigma();
+    EXPECT_NEAR(sigma0, c["init_noise_sigma"].get<double>(), 1e-6 * sigma0);
+    Tensor x = Tensor::from_vector(init, shape);
+    const float scale = c["init_scale"].get<float>();
+    for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = (x.f32()[i] * scale) * sigma0;
+    ListNoiseSource noise(c["noise"].get<std::vector<std::vector<float>>>());
+    for (float t : ts) {
+      Tensor m = s->scale_model_input(x, t);
+      x = s->step(synthetic_model(m, t), t, x, &noise);
+    }
+    EXPECT_EQ(noise.used(), noise.size());
+    Diff d = compare(x.f32(), c["final"].get<std::vector<float>>());
+    EXPECT_LE(d.rel_l2, 1e-5) << "max abs " << d.max_abs;
+    std::printf("  %-36s rel_l2 %.2e  max_abs %.2e\n", name.c_str(), d.rel_l2, d.max_abs);
+    worst[c["sampler"]] = std::max(worst[c["sampler"]], d.rel_l2);
+    ++n_cases;
+  }
+  EXPECT_GE(n_cases, 50);
+  for (auto& [k, v] : worst) std::printf("  worst %-16s rel_l2 %.2e\n", k.c_str(), v);
+}
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+nlohmann::json sd15_json() {
+  return {{"_class_name", "PNDMScheduler"}, {"beta_end", 0.012},      {"beta_schedule", "scaled_linear"},
+          {"beta_start", 0.00085},          {"clip_sample", false},   {"num_train_timesteps", 1000},
+          {"set_alpha_to_one", false},      {"skip_prk_steps", true}, {"steps_offset", 1},
+          {"trained_betas", nullptr}};
+}
+
+}  // namespace
+
+TEST(Sampler, UnknownNameListsValidOnes) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  const std::string msg = error_of([&] { make_sampler("heun", cfg); });
+  EXPECT_NE(msg.find("unknown name 'heun'"), std::string::npos) << msg;
+  for (const auto& n : sampler_names()) EXPECT_NE(msg.find(n), std::string::npos) << n;
+}
+
+TEST(Sampler, StepCountOutOfRangeFails) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  for (const auto& name : sampler_names()) {
+    auto s = make_sampler(name, cfg);
+    for (int bad : {0, -3, 1001}) {
+      const std::string msg = error_of([&] { s->set_timesteps(bad); });
+      EXPECT_NE(msg.find("number of inference steps must be in [1, num_train_timesteps = 1000], got " +
+                         std::to_string(bad)),
+                std::string::npos)
+          << name << ": " << msg;
+    }
+    EXPECT_EQ(s->set_timesteps(1000).size(), name == "pndm" ? 1001u : 1000u) << name;
+    EXPECT_FALSE(s->set_timesteps(1).empty()) << name;
+  }
+}
+
+TEST(Sampler, DefaultFromClassName) {
+  SchedulerConfig cfg;
+  const std::pair<const char*, const char*> map[] = {{"PNDMScheduler", "pndm"},
+                                                     {"DDIMScheduler", "ddim"},
+                                                     {"EulerDiscreteScheduler", "euler"},
+                                                     {"EulerAncestralDiscreteScheduler", "euler_ancestral"},
+                                                     {"DPMSolverMultistepScheduler", "dpmpp_2m"},
+                                                     {"DDPMScheduler", "ddpm"}};
+  for (auto [cls, name] : map) {
+    cfg.class_name = cls;
+    EXPECT_EQ(sampler_name_for(cfg), name);
+  }
+  cfg.class_name = "DPMSolverMultistepScheduler";
+  cfg.raw = {{"_class_name", "DPMSolverMultistepScheduler"}, {"use_karras_sigmas", true}};
+  EXPECT_EQ(sampler_name_for(cfg), "dpmpp_2m_karras");
+  cfg.class_name = "LMSDiscreteScheduler";
+  EXPECT_NE(error_of([&] { sampler_name_for(cfg); }).find("'LMSDiscreteScheduler' has no sampler"),
+            std::string::npos);
+}
+
+// from_config semantics: SD 1.5's config has no timestep_spacing, so each class uses its own default.
+TEST(Sampler, AbsentFieldsTakeTheTargetClassDefaults) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").timestep_spacing, "leading");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "EulerDiscreteScheduler").timestep_spacing, "linspace");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DPMSolverMultistepScheduler").timestep_spacing, "linspace");
+  EXPECT_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").steps_offset, 1);
+  EXPECT_DOUBLE_EQ(resolve_scheduler_params(cfg, "DDIMScheduler").beta_start, 0.00085);  // the JSON double
+  EXPECT_FALSE(resolve_scheduler_params(cfg, "DDIMScheduler").clip_sample);
+  // A config built in code (no raw JSON) is taken as given.
+  SchedulerConfig code;
+  code.timestep_spacing = "leading";
+  EXPECT_EQ(resolve_scheduler_params(code, "EulerDiscreteScheduler").timestep_spacing, "leading");
+  EXPECT_DOUBLE_EQ(resolve_scheduler_params(code, "EulerDiscreteScheduler").beta_start, 0.00085);
+  auto s = make_sampler("euler", config_from_json(sd15_json()));
+  EXPECT_EQ(s->set_timesteps(5), (std::vector<float>{999.f, 749.25f, 499.5f, 249.75f, 0.f}));
+}
+
+TEST(Sampler, UnsupportedConfigFailsNamingTheField) {
+  auto with = [](const char* key, nlohmann::json v) {
+    auto j = sd15_json();
+    j[key] = v;
+    return config_from_json(j);
+  };
+  EXPECT_NE(error_of([&] { make_sampler("ddim", with("thresholding", true)); }).find("field 'thresholding'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("dpmpp_2m", with("algorithm_type", "sde-dpmsolver++"));
+            }).find("field 'algorithm_type': unsupported value 'sde-dpmsolver++'"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { make_sampler("pndm", with("skip_prk_steps", false)); }).find("field 'skip_prk_steps'"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("ddim", with("timestep_spacing", "uniform"));
+            }).find("field 'timestep_spacing': unsupported value 'uniform'"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { make_sampler("ddpm", with("variance_type", "learned")); }).find("field 'variance_type'"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] { make_sampler("euler", with("use_karras_sigmas", 1)); }).find("expected a boolean"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_sampler("euler", with("rescale_betas_zero_snr", true));
+            }).find("field 'rescale_betas_zero_snr'"),
+            std::string::npos);
+  SamplerOptions eta;
+  eta.eta = 0.5f;
+  EXPECT_NE(
+      error_of([&] { make_sampler("euler", with("steps_offset", 1), eta); }).find("only the ddim sampler"),
+      std::string::npos);
+}
+
+TEST(Sampler, StochasticSamplersNeedNoise) {
+  SchedulerConfig cfg = config_from_json(sd15_json());
+  Tensor x = Tensor::zeros({1, 2, 2, 4}), m = Tensor::zeros({1, 2, 2, 4});
+  for (const char* name : {"euler_ancestral", "ddpm"}) {
+    auto s = make_sampler(name, cfg);
+    const float t = s->set_timesteps(5)[0];
+    Tensor in = s->scale_model_input(x, t);
+    EXPECT_NE(error_of([&] { s->step(m, t, in, nullptr); }).find("noise source"), std::string::npos) << name;
+  }
+  auto ddim = make_sampler("ddim", cfg);  // eta = 0: deterministic, no noise needed
+  const float t = ddim->set_timesteps(5)[0];
+  EXPECT_NO_THROW(ddim->step(m, t, x, nullptr));
+}
+
+// Production noise is keyed by the global image index: image 3 draws the same whether it is generated
+// alone or as the second image of a batch starting at 2.
+TEST(Sampler, PhiloxNoiseIsPerImage) {
+  PhiloxNoiseSource batch(77, 2), single(77, 3);
+  Tensor a = Tensor::empty({2, 4, 4, 4}), b = Tensor::empty({1, 4, 4, 4});
+  batch.fill(4, a);
+  single.fill(4, b);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(a.f32()[64 + i], b.f32()[i]);
+  Tensor c = Tensor::empty({1, 4, 4, 4});
+  single.fill(5, c);
+  EXPECT_NE(c.f32()[0], b.f32()[0]);
+  Tensor l2 = initial_latents(77, 2, {2, 4, 4, 4}), l1 = initial_latents(77, 3, {1, 4, 4, 4});
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(l2.f32()[64 + i], l1.f32()[i]);
+  EXPECT_NE(l1.f32()[0], b.f32()[0]);  // initial latents are their own stream (step 0)
+}
+
+// set_timesteps for every sampler x spacing x {1, 2, 3, 7, 13, 25, 50, 99} steps: timesteps exactly (see
+// expect_timesteps), sigmas to one float ulp (numpy's float32 log and float64 pow in the Karras path may
+// differ from glibc's in the last bit), init_noise_sigma to two.
+TEST(Sampler, TimestepTablesMatchDiffusers) {
+  auto g = load_golden("samplers.json");
+  int rows = 0;
+  for (const auto& r : g["timestep_tables"]) {
+    const std::string tag = std::string(r["sampler"]) + "/" +
+                            r["config"].value("timestep_spacing", "karras") + "/" +
+                            std::to_string(r["steps"].get<int>());
+    SCOPED_TRACE(tag);
+    auto s = make_sampler(r["sampler"], config_from_json(r["config"]));
+    expect_timesteps(s->set_timesteps(r["steps"].get<int>()), r["timesteps"].get<std::vector<float>>(),
+                     r["sampler"] == "euler" && r["config"].value("use_karras_sigmas", false));
+    if (r.contains("sigmas")) {
+      const auto want = r["sigmas"].get<std::vector<float>>();
+      ASSERT_EQ(s->sigmas().size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i)
+        EXPECT_NEAR(s->sigmas()[i], want[i], 1.2e-7 * std::abs(want[i])) << i;
+      // sqrt(max^2 + 1) (leading spacing) goes through torch's float32 sqrt, which is off by an ulp at times.
+      EXPECT_NEAR(s->init_noise_sigma(), r["init_noise_sigma"].get<double>(), 2.5e-7 * s->init_noise_sigma());
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 7 * 3 * 8 + 5);
+}
+
+// StableDiffusionPipeline forces steps_offset = 1 and clip_sample = false; the option mirrors that.
+TEST(Sampler, StableDiffusionPipelineFixups) {
+  nlohmann::json j = {{"_class_name", "DDIMScheduler"},
+                      {"beta_schedule", "scaled_linear"},
+                      {"beta_start", 0.00085},
+                      {"beta_end", 0.012}};  // steps_offset 0, clip_sample true by default
+  SchedulerConfig cfg = config_from_json(j);
+  auto bare = make_sampler("ddim", cfg);
+  EXPECT_TRUE(bare->params().clip_sample);
+  EXPECT_EQ(bare->set_timesteps(4), (std::vector<float>{750, 500, 250, 0}));
+  SamplerOptions o;
+  o.sd_pipeline_fixups = true;
+  auto sd = make_sampler("ddim", cfg, o);
+  EXPECT_FALSE(sd->params().clip_sample);
+  EXPECT_EQ(sd->set_timesteps(4), (std::vector<float>{751, 501, 251, 1}));
+}
