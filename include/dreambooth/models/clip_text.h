@@ -18,6 +18,17 @@ class ClipTextModel {
   Tensor forward(Ctx& ctx, const Tensor& ids) const;
   const ClipTextConfig& config() const { return cfg_; }
 
+  // Training (nn/module.h): the forward above, keeping what backward reads.
+  struct Saved {
+    Tensor ids;  // [B, T]
+    std::vector<ClipEncoderLayer::Saved> layers;
+    LayerNorm::Saved final_layer_norm;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& ids, Saved& s) const;
+  // dout [B, T, H] (of last_hidden_state) -> parameter gradients added into `grad` (this model built
+  // over the gradient buffer), token and position embeddings included.
+  void backward(Ctx& ctx, const Saved& s, const Tensor& dout, ClipTextModel* grad) const;
+
  private:
   ClipTextConfig cfg_;
   Tensor token_embedding_, position_embedding_;  // [V, H], [P, H]

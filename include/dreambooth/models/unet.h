@@ -23,6 +23,13 @@ struct UNetBlock {
   std::vector<Transformer2D> attentions;  // empty for DownBlock2D / UpBlock2D
   std::vector<Downsample2D> downsamplers;
   std::vector<Upsample2D> upsamplers;
+  struct Saved {  // training forward's activations (nn/module.h)
+    std::vector<ResnetBlock2D::Saved> resnets;
+    std::vector<Transformer2D::Saved> attentions;
+    std::vector<Downsample2D::Saved> downsamplers;
+    std::vector<Upsample2D::Saved> upsamplers;
+    std::vector<int64_t> skip_channels;  // up blocks: channels of the skip concatenated before resnets[j]
+  };
 };
 
 class UNet2DConditionModel {
@@ -33,6 +40,22 @@ class UNet2DConditionModel {
   Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps,
                  const Tensor& encoder_hidden_states) const;
   const UNetConfig& config() const { return cfg_; }
+
+  // Training (nn/module.h): the forward above, keeping what backward reads.
+  struct Saved {
+    TimestepEmbedding::Saved time_embedding;
+    Conv2d::Saved conv_in, conv_out;
+    GroupNorm::Saved conv_norm_out;
+    std::vector<UNetBlock::Saved> down, up;
+    UNetBlock::Saved mid;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps, const Tensor& encoder_hidden_states,
+                 Saved& s) const;
+  // dout [B, h, w, out_channels] -> parameter gradients added into `grad` (this model built over the
+  // gradient buffer) and, when non-null, the encoder states' gradient added into *d_encoder_hidden_states
+  // [B, T, cross_attention_dim]. The sample's gradient is not computed (nothing upstream is trained).
+  void backward(Ctx& ctx, const Saved& s, const Tensor& dout, UNet2DConditionModel* grad,
+                Tensor* d_encoder_hidden_states) const;
 
  private:
   UNetConfig cfg_;

@@ -16,6 +16,15 @@ struct ClipEncoderLayer {
   ClipEncoderLayer(const ParamSet& p, int heads, float eps, Activation a);
   // x [B, T, H] -> [B, T, H]
   Tensor forward(Ctx& ctx, const Tensor& x) const;
+
+  struct Saved {
+    LayerNorm::Saved layer_norm1, layer_norm2;
+    Attention::Saved self_attn;
+    Linear::Saved fc1, fc2;
+    Tensor m;  // [B, T, I]: fc1's output, before the activation
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, ClipEncoderLayer* grad) const;
 };
 
 }  // namespace db

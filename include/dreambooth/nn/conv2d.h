@@ -12,6 +12,13 @@ struct Conv2d {
       : weight(p.get("weight")), bias(p.get_optional("bias")), geom(g) {}
   // x [B, H, W, I] -> y [B, Ho, Wo, O]
   Tensor forward(Ctx& ctx, const Tensor& x) const;
+
+  struct Saved {
+    Tensor x;  // [B, H, W, I]
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // dy [B, Ho, Wo, O] -> dx [B, H, W, I] (undefined when !need_dx); grad->weight/bias +=
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Conv2d* grad, bool need_dx = true) const;
 };
 
 }  // namespace db

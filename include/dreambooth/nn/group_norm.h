@@ -14,6 +14,14 @@ struct GroupNorm {
       : weight(p.get("weight")), bias(p.get("bias")), groups(groups_), eps(eps_) {}
   // x [B, H, W, C] (or [B, N, C]) -> y, same shape
   Tensor forward(Ctx& ctx, const Tensor& x, Activation act = Activation::None) const;
+
+  struct Saved {
+    Tensor x, mean, rstd;  // [B, H, W, C], [B, G], [B, G]
+    Activation act = Activation::None;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, Activation act, Saved& s) const;
+  // dy [B, H, W, C] -> dx; grad->weight/bias [C] +=
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, GroupNorm* grad) const;
 };
 
 }  // namespace db

@@ -11,6 +11,13 @@ struct LayerNorm {
   LayerNorm(const ParamSet& p, float eps_) : weight(p.get("weight")), bias(p.get("bias")), eps(eps_) {}
   // x [..., C] -> y [..., C]
   Tensor forward(Ctx& ctx, const Tensor& x) const;
+
+  struct Saved {
+    Tensor x, mean, rstd;  // [..., C], [M], [M]
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // dy [..., C] -> dx; grad->weight/bias [C] +=
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, LayerNorm* grad) const;
 };
 
 }  // namespace db

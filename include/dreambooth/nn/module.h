@@ -4,8 +4,12 @@
 // "down_blocks.0.resnets.1."). Layers bind their tensors by the original state-dict names at build
 // time and call Ops in forward(); they never loop over elements.
 //
-// Training (next issue) adds X::backward next to each X::forward; forward already keeps its inputs
-// alive through the returned tensors, and layers hold what a backward needs as members.
+// Training: each layer X has a `struct Saved` (the activations its backward reads), a training forward
+// `X::forward(..., Saved&)` that computes exactly what the inference forward does and fills Saved, and
+// `X::backward(ctx, saved, dy, X* grad, ...)` returning dx. `grad` is the same layer built over the
+// gradient buffer (ParamSet(registry, grad_flat, prefix)): its tensors are the gradient views, and
+// parameter gradients are ADDED into them (null: frozen). Inputs shared by many layers (the context of
+// cross-attention, the time embedding) take an accumulating `Tensor* d...` for the same reason.
 #include <string>
 
 #include "dreambooth/backend/ops.h"

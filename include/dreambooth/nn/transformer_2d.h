@@ -28,6 +28,15 @@ struct Transformer2D {
   Transformer2D(const ParamSet& p, const Transformer2DOptions& o);
   // x [B, H, W, C], context [B, Tc, Cc] -> [B, H, W, C]
   Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context) const;
+
+  struct Saved {
+    GroupNorm::Saved norm;
+    Linear::Saved proj_in, proj_out;
+    std::vector<BasicTransformerBlock::Saved> blocks;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved& s) const;
+  // dy [B, H, W, C] -> dx [B, H, W, C]; *dcontext [B, Tc, Cc] += (null: skipped)
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Transformer2D* grad, Tensor* dcontext) const;
 };
 
 }  // namespace db
