@@ -89,9 +89,9 @@ test: all
 # libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
 FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
 fuzz: $(BUILD)/fuzz_safetensors
-$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS)
+$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/io/*.h)
 	@mkdir -p $(@D)
-	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
+	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
 FORMAT_FILES = $(shell find include src tests/unit tests/fuzz bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:
