@@ -16,7 +16,8 @@ prepare_mpi() {
   local tmp model img
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_prepare_mpi.XXXXXX")
   trap 'rm -rf "$tmp"' RETURN
-  model=tests/golden/sd1-tiny/model
+  model=$tmp/model
+  "$build/dreambooth" init-model --preset sd1-tiny --out "$model" > /dev/null || { fail "init-model"; return 1; }
   img=$tmp/img
   mkdir -p "$img" "$tmp/union" "$tmp/strict/img"
   cp tests/fixtures/images/* "$img/"

@@ -4,13 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "dreambooth/core/error.h"
@@ -19,6 +16,7 @@
 #include "dreambooth/core/version.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/io/image.h"
+#include "dreambooth/io/model_folder.h"
 #include "dreambooth/io/shard.h"
 #include "dreambooth/text/clip_tokenizer.h"
 
@@ -31,22 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  DB_CHECK(f, path, ": cannot open (", std::strerror(errno), ")");
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path, ": malformed JSON: ", e.what());
-  }
-}
-
-int json_int(const nlohmann::json& j, const char* key, const std::string& file) {
-  DB_CHECK(j.is_object() && j.contains(key) && j[key].is_number_integer(), file, ": field '", key,
-           "' missing or not an integer");
-  return j[key].get<int>();
 }
 
 // All ranks learn the error of the lowest failing rank ("" when none failed). Collective.
@@ -124,16 +106,8 @@ std::string prepare_shard_path(const std::string& out, int rank, int world_size)
 }
 
 int model_default_resolution(const std::string& model_dir) {
-  const std::string unet_cfg = (fs::path(model_dir) / "unet" / "config.json").string();
-  const std::string vae_cfg = (fs::path(model_dir) / "vae" / "config.json").string();
-  const nlohmann::json u = read_json(unet_cfg), v = read_json(vae_cfg);
-  const int sample = json_int(u, "sample_size", unet_cfg);
-  DB_CHECK(v.is_object() && v.contains("block_out_channels") && v["block_out_channels"].is_array() &&
-               !v["block_out_channels"].empty(),
-           vae_cfg, ": field 'block_out_channels' missing or not a non-empty list");
-  const int factor = 1 << (int(v["block_out_channels"].size()) - 1);
-  DB_CHECK(sample > 0, unet_cfg, ": sample_size ", sample, " is not positive");
-  return sample * factor;
+  const ModelFolder m = ModelFolder::open(model_dir);
+  return m.unet.sample_size * m.vae.downscale_factor();
 }
 
 std::vector<std::string> list_image_files(const std::string& dir) {
@@ -193,6 +167,9 @@ PrepareResult prepare(const PrepareOptions& opt) {
 
     const fs::path tok_dir = fs::path(opt.model_dir) / "tokenizer";
     DB_CHECK(fs::is_directory(opt.model_dir, ec), "model folder ", opt.model_dir, " does not exist");
+    const ModelFolder model = ModelFolder::open(opt.model_dir);
+    DB_CHECK(model.has_tokenizer, "model folder ", opt.model_dir, " has no tokenizer (",
+             tok_dir.string(), "/vocab.json and merges.txt)");
     ClipTokenizer tok = ClipTokenizer::load(tok_dir.string());
     ClipEncoding enc = tok.encode(opt.prompt);
     if (enc.truncated && rank == 0)
@@ -202,7 +179,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
              enc.ids.size(), " tokens; shards hold ", kShardPromptLength);
     prompt_ids = enc.ids;
 
-    meta.resolution = opt.resolution > 0 ? opt.resolution : model_default_resolution(opt.model_dir);
+    meta.resolution = opt.resolution > 0 ? opt.resolution : model.unet.sample_size * model.vae.downscale_factor();
     meta.crop = opt.crop == CropMode::Center ? "center" : "random";
     meta.prompt = opt.prompt;
     meta.tokenizer_fingerprint =
