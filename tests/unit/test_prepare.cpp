@@ -7,12 +7,14 @@
 #include <fstream>
 #include <functional>
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/sha256.h"
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/image_transform.h"
+#include "dreambooth/io/safetensors.h"
 #include "dreambooth/io/shard.h"
 #include "dreambooth/pipelines/prepare.h"
 #include "dreambooth/text/clip_tokenizer.h"
@@ -293,6 +295,106 @@ TEST(Prepare, SimulatedRanksSplitImagesModuloWorldSize) {
       EXPECT_EQ(fs::path(rd.source_path(i)).filename().string().substr(0, 6),
                 "good_" + std::to_string(2 * i + r));
   }
+}
+
+namespace {
+// A stand-in VAE: downscale 2, mean = pixel mean over each 2x2 block and channel c (of 3, c = 3 uses
+// channel 0), logvar = -mean; so the test can recompute what the shard must hold.
+class FakeEncoder final : public LatentEncoder {
+ public:
+  int downscale_factor() const override { return 2; }
+  std::string fingerprint() const override { return sha256_hex("fake-vae", 8); }
+  void encode(const float* img, int n, int R, float* mean, float* logvar) override {
+    const int h = R / 2;
+    for (int b = 0; b < n; ++b)
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < h; ++x)
+          for (int c = 0; c < 4; ++c) {
+            float acc = 0;
+            for (int dy = 0; dy < 2; ++dy)
+              for (int dx = 0; dx < 2; ++dx) acc += img[((size_t(b) * R + 2 * y + dy) * R + 2 * x + dx) * 3 + c % 3];
+            const size_t o = ((size_t(b) * h + y) * h + x) * 4 + c;
+            mean[o] = acc / 4, logvar[o] = -acc / 4;
+          }
+  }
+};
+}  // namespace
+
+TEST(Prepare, LatentsFromThePluggedEncoder) {
+  TempDir t("latents");
+  fs::create_directories(t / "img");
+  write_good_images(t / "img", 5);
+  PrepareOptions o = options(t / "img", t / "lat.h5");
+  o.latents = true;
+  o.batch = 2;  // encoder called on partial batches too
+  o.latent_encoder_factory = [] { return std::make_unique<FakeEncoder>(); };
+  prepare(o);
+  ShardReader rd(t / "lat.h5", 16);
+  ASSERT_TRUE(rd.meta().has_latents());
+  EXPECT_EQ(rd.meta().latent_height, 8);
+  EXPECT_EQ(rd.meta().vae_fingerprint, sha256_hex("fake-vae", 8));
+  FakeEncoder fe;
+  for (int64_t i = 0; i < rd.size(); ++i) {
+    std::vector<uint8_t> px(size_t(rd.pixels_per_sample()));
+    rd.read_pixels(i, px.data());
+    Image im(16, 16);
+    im.pixels = px;
+    std::vector<float> f(px.size()), want_m(256), want_l(256), m(256), l(256);
+    normalize_to_unit_range(im, f.data());
+    fe.encode(f.data(), 1, 16, want_m.data(), want_l.data());
+    rd.read_latents(i, m.data(), l.data());
+    EXPECT_EQ(m, want_m);
+    EXPECT_EQ(l, want_l);
+  }
+  // A resolution the VAE cannot divide.
+  o.out = t / "odd.h5";
+  o.resolution = 15;
+  EXPECT_NE(error_of([&] { prepare(o); }).find("not a multiple of the VAE downscale factor 2"), std::string::npos);
+  EXPECT_FALSE(fs::exists(t / "odd.h5"));
+}
+
+// The real VAE encoder (when this build has one) against the diffusers golden of sd1-tiny.
+TEST(Prepare, VaeLatentEncoderMatchesDiffusers) {
+  std::unique_ptr<LatentEncoder> enc;
+  try {
+    enc = make_vae_latent_encoder(kModel);
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("no VAE encoder yet") != std::string::npos)
+      GTEST_SKIP() << "this build has no VAE forward pass: " << e.what();
+    throw;
+  }
+  EXPECT_EQ(enc->downscale_factor(), 2);
+  EXPECT_EQ(enc->fingerprint(), sha256_file_hex(kModel + "/vae/diffusion_pytorch_model.safetensors"));
+  SafetensorsFile g = SafetensorsFile::open("tests/golden/sd1-tiny/forward.safetensors");
+  auto f32 = [&](const std::string& name) {
+    const SafeTensorInfo* t = g.find(name);
+    EXPECT_NE(t, nullptr) << name;
+    std::vector<float> v(size_t(shape_numel(t->shape)));
+    g.read_f32(*t, v.data());
+    return v;
+  };
+  // NCHW golden -> NHWC.
+  auto to_nhwc = [](const std::vector<float>& v, int C, int H, int W, int c0 = 0, int Ctot = -1) {
+    if (Ctot < 0) Ctot = C;
+    std::vector<float> out(size_t(C) * H * W);
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) out[(size_t(y) * W + x) * C + c] = v[(size_t(c0 + c) * H + y) * W + x];
+    (void)Ctot;
+    return out;
+  };
+  const std::vector<float> image = to_nhwc(f32("vae.image"), 3, 16, 16);
+  const std::vector<float> want_mean = to_nhwc(f32("vae.moments"), 4, 8, 8);
+  const std::vector<float> want_logvar = to_nhwc(f32("vae.logvar_clamped"), 4, 8, 8);
+  std::vector<float> mean(256), logvar(256);
+  enc->encode(image.data(), 1, 16, mean.data(), logvar.data());
+  auto rel_l2 = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += double(a[i] - b[i]) * (a[i] - b[i]), den += double(b[i]) * b[i];
+    return std::sqrt(num / den);
+  };
+  EXPECT_LE(rel_l2(mean, want_mean), 1e-4);
+  EXPECT_LE(rel_l2(logvar, want_logvar), 1e-4);
 }
 
 // Given by tests/run_tests.sh after `mpirun -np 2 dreambooth prepare`: DIR/single.h5 (one rank) and
