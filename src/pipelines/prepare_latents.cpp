@@ -1,4 +1,5 @@
-// prepare --latents: VAE posterior moments from the model's VAE encoder (CPU fp32 reference ops).
+// prepare --latents: VAE posterior moments from the model's VAE encoder (CPU fp32 reference ops;
+// the CUDA backend plugs in here once it can run the VAE).
 //
 // The shard stores what diffusers' DiagonalGaussianDistribution holds after vae.encode(x): the mean
 // and the log-variance clamped to [-30, 20], unscaled (no scaling_factor), NHWC.
@@ -9,18 +10,12 @@
 #include "dreambooth/core/sha256.h"
 #include "dreambooth/pipelines/prepare.h"
 
-// The AutoencoderKL forward pass lives on the models/CPU-ops side; until it is part of the build,
-// --latents fails with a clear message.
-#if __has_include("dreambooth/models/vae.h") && __has_include("dreambooth/backend/cpu_ops.h")
-#define DB_PREPARE_HAVE_VAE 1
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/models/vae.h"
-#endif
 
 namespace db {
 
-#ifdef DB_PREPARE_HAVE_VAE
 namespace {
 
 class VaeLatentEncoder final : public LatentEncoder {
@@ -68,13 +63,5 @@ std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_
   return std::make_unique<VaeLatentEncoder>(model_dir);
 }
 
-#else
-
-std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_dir) {
-  throw Error("--latents: this build has no VAE encoder yet (", model_dir,
-              "/vae); prepare without --latents, the trainer encodes pixels itself");
-}
-
-#endif
 
 }  // namespace db
