@@ -11,22 +11,24 @@ namespace {
 
 int run_prepare(int argc, char** argv) {
   po::options_description opts("options");
-  opts.add_options()                                                                   //
+  opts.add_options()                                                                                 //
       ("images", po::value<std::string>()->required(), "folder of JPEG/PNG photos (not recursive)")  //
-      ("prompt", po::value<std::string>()->required(), "prompt for every image, e.g. \"photo of unqtkn dog\"")  //
+      ("prompt", po::value<std::string>()->required(),
+       "prompt for every image, e.g. \"photo of unqtkn dog\"")                                             //
       ("model", po::value<std::string>()->required(), "diffusers model folder (tokenizer/, unet/, vae/)")  //
       ("out", po::value<std::string>()->required(),
        "output shard; under mpirun -np N each rank writes OUT-RRRRR-of-NNNNN.h5 (OUT without .h5)")  //
       ("resolution", po::value<int>()->default_value(0),
        "square side in pixels (default: the model's, unet sample_size x VAE downscale factor)")  //
-      ("crop", po::value<std::string>()->default_value("center"), "center | random")         //
-      ("seed", po::value<uint64_t>()->default_value(0), "seed of the random crops")         //
-      ("latents", "also store the VAE posterior moments (mean, logvar) from the model's VAE")  //
-      ("overwrite", "replace existing output shards")                                        //
-      ("strict", "fail on the first bad image (and write nothing) instead of skipping it")   //
+      ("crop", po::value<std::string>()->default_value("center"), "center | random")             //
+      ("seed", po::value<uint64_t>()->default_value(0), "seed of the random crops")              //
+      ("latents", "also store the VAE posterior moments (mean, logvar) from the model's VAE")    //
+      ("overwrite", "replace existing output shards")                                            //
+      ("strict", "fail on the first bad image (and write nothing) instead of skipping it")       //
       ("max-pixels", po::value<int64_t>()->default_value(89'478'485),
        "refuse images with more pixels than this (decompression-bomb limit)")  //
-      ("progress-every", po::value<int>()->default_value(0), "log progress every N images (default: every ~2 s)");
+      ("progress-every", po::value<int>()->default_value(0),
+       "log progress every N images (default: every ~2 s)");
   po::variables_map vm;
   if (!parse_command_line(
           argc, argv, "dreambooth prepare --images DIR --prompt TEXT --model MODEL --out PATH [options]",
@@ -71,6 +73,7 @@ int run_prepare(int argc, char** argv) {
 
 }  // namespace
 
-DB_COMMAND(prepare, "prepare", "photos -> HDF5 training shard(s) (decode, resize, crop, tokenise)", run_prepare);
+DB_COMMAND(prepare, "prepare", "photos -> HDF5 training shard(s) (decode, resize, crop, tokenise)",
+           run_prepare);
 
 }  // namespace db

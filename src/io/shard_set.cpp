@@ -78,7 +78,8 @@ ShardSet ShardSet::open(const std::vector<std::string>& specs, const std::string
                s.resolution_, " in ", first->path());
       DB_CHECK(m.tokenizer_fingerprint == s.tokenizer_fingerprint_, "shard ", p,
                ": prepared with a different tokenizer than ", first->path(), " (tokenizer_fingerprint ",
-               m.tokenizer_fingerprint.substr(0, 12), "... vs ", s.tokenizer_fingerprint_.substr(0, 12), "...)");
+               m.tokenizer_fingerprint.substr(0, 12), "... vs ", s.tokenizer_fingerprint_.substr(0, 12),
+               "...)");
     }
     if (!m.has_latents() || m.vae_fingerprint != s.vae_fingerprint_ || m.latent_height != s.latent_h_ ||
         m.latent_width != s.latent_w_)

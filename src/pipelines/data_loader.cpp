@@ -155,8 +155,9 @@ DataLoader::DataLoader(const DataLoaderOptions& opt) : impl_(std::make_unique<Im
   m.n = std::max(m.inst->size(), m.cls ? m.cls->size() : int64_t(0));
   m.btot = opt.batch_size * opt.world_size;
   DB_CHECK(m.n >= m.btot, "data loader: ", m.n, " examples (", m.inst->size(), " instance",
-           m.cls ? str_cat(", ", m.cls->size(), " class") : std::string(), ") are fewer than one global batch of ",
-           m.btot, " (batch ", opt.batch_size, " x ", opt.world_size, " ranks)");
+           m.cls ? str_cat(", ", m.cls->size(), " class") : std::string(),
+           ") are fewer than one global batch of ", m.btot, " (batch ", opt.batch_size, " x ", opt.world_size,
+           " ranks)");
   DB_CHECK(opt.start.epoch >= 0 && opt.start.position >= 0 && opt.start.position < m.n,
            "data loader: cursor (epoch ", opt.start.epoch, ", position ", opt.start.position,
            ") out of range for ", m.n, " examples");
@@ -192,14 +193,32 @@ Batch DataLoader::next() {
   return std::move(it.batch);
 }
 
-int64_t DataLoader::examples_per_epoch() const { return impl_->n; }
-int64_t DataLoader::batches_per_epoch() const { return impl_->n / impl_->btot; }
-int DataLoader::global_batch() const { return impl_->btot; }
-int DataLoader::resolution() const { return impl_->inst->resolution(); }
-bool DataLoader::latents() const { return impl_->latents; }
-const std::string& DataLoader::vae_fingerprint() const { return impl_->vae_fp; }
-const std::string& DataLoader::tokenizer_fingerprint() const { return impl_->inst->tokenizer_fingerprint(); }
-int64_t DataLoader::instance_count() const { return impl_->inst->size(); }
-int64_t DataLoader::class_count() const { return impl_->cls ? impl_->cls->size() : 0; }
+int64_t DataLoader::examples_per_epoch() const {
+  return impl_->n;
+}
+int64_t DataLoader::batches_per_epoch() const {
+  return impl_->n / impl_->btot;
+}
+int DataLoader::global_batch() const {
+  return impl_->btot;
+}
+int DataLoader::resolution() const {
+  return impl_->inst->resolution();
+}
+bool DataLoader::latents() const {
+  return impl_->latents;
+}
+const std::string& DataLoader::vae_fingerprint() const {
+  return impl_->vae_fp;
+}
+const std::string& DataLoader::tokenizer_fingerprint() const {
+  return impl_->inst->tokenizer_fingerprint();
+}
+int64_t DataLoader::instance_count() const {
+  return impl_->inst->size();
+}
+int64_t DataLoader::class_count() const {
+  return impl_->cls ? impl_->cls->size() : 0;
+}
 
 }  // namespace db

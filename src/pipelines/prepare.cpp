@@ -168,8 +168,8 @@ PrepareResult prepare(const PrepareOptions& opt) {
     const fs::path tok_dir = fs::path(opt.model_dir) / "tokenizer";
     DB_CHECK(fs::is_directory(opt.model_dir, ec), "model folder ", opt.model_dir, " does not exist");
     const ModelFolder model = ModelFolder::open(opt.model_dir);
-    DB_CHECK(model.has_tokenizer, "model folder ", opt.model_dir, " has no tokenizer (",
-             tok_dir.string(), "/vocab.json and merges.txt)");
+    DB_CHECK(model.has_tokenizer, "model folder ", opt.model_dir, " has no tokenizer (", tok_dir.string(),
+             "/vocab.json and merges.txt)");
     ClipTokenizer tok = ClipTokenizer::load(tok_dir.string());
     ClipEncoding enc = tok.encode(opt.prompt);
     if (enc.truncated && rank == 0)
@@ -179,15 +179,16 @@ PrepareResult prepare(const PrepareOptions& opt) {
              enc.ids.size(), " tokens; shards hold ", kShardPromptLength);
     prompt_ids = enc.ids;
 
-    meta.resolution = opt.resolution > 0 ? opt.resolution : model.unet.sample_size * model.vae.downscale_factor();
+    meta.resolution =
+        opt.resolution > 0 ? opt.resolution : model.unet.sample_size * model.vae.downscale_factor();
     meta.crop = opt.crop == CropMode::Center ? "center" : "random";
     meta.prompt = opt.prompt;
     meta.tokenizer_fingerprint =
         sha256_files_hex({(tok_dir / "vocab.json").string(), (tok_dir / "merges.txt").string()});
     meta.created_by = std::string("dreambooth ") + kVersion;
     if (opt.latents) {
-      encoder = opt.latent_encoder_factory ? opt.latent_encoder_factory()
-                                           : make_vae_latent_encoder(opt.model_dir);
+      encoder =
+          opt.latent_encoder_factory ? opt.latent_encoder_factory() : make_vae_latent_encoder(opt.model_dir);
       const int f = encoder->downscale_factor();
       DB_CHECK(f > 0 && meta.resolution % f == 0, "resolution ", meta.resolution,
                " is not a multiple of the VAE downscale factor ", f);
@@ -225,7 +226,8 @@ PrepareResult prepare(const PrepareOptions& opt) {
     for (size_t b0 = 0; b0 < mine.size() && err.empty(); b0 += batch) {
       const size_t n = std::min(batch, mine.size() - b0);
       std::vector<Slot> slots(n);
-      for (size_t k = 0; k < n; ++k) slots[k].global_index = mine[b0 + k], slots[k].path = files[mine[b0 + k]];
+      for (size_t k = 0; k < n; ++k)
+        slots[k].global_index = mine[b0 + k], slots[k].path = files[mine[b0 + k]];
 #pragma omp parallel for schedule(dynamic, 1)
       for (size_t k = 0; k < n; ++k) process_slot(slots[k], R, opt.crop, opt.seed, dopt);
 
@@ -240,8 +242,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
           continue;
         }
         if (std::min(s.src_w, s.src_h) < R)
-          log_warn(s.path, " is ", s.src_w, "x", s.src_h, ", smaller than the resolution ", R,
-                   ": upscaled");
+          log_warn(s.path, " is ", s.src_w, "x", s.src_h, ", smaller than the resolution ", R, ": upscaled");
         good.push_back(&s);
       }
       if (!err.empty()) break;
@@ -250,13 +251,15 @@ PrepareResult prepare(const PrepareOptions& opt) {
         fpix.resize(good.size() * px);
         mean.resize(good.size() * lat_elems);
         logvar.resize(good.size() * lat_elems);
-        for (size_t k = 0; k < good.size(); ++k) normalize_to_unit_range(good[k]->image, fpix.data() + k * px);
+        for (size_t k = 0; k < good.size(); ++k)
+          normalize_to_unit_range(good[k]->image, fpix.data() + k * px);
         encoder->encode(fpix.data(), int(good.size()), R, mean.data(), logvar.data());
       }
       for (size_t k = 0; k < good.size(); ++k) {
         ShardSample smp;
         smp.pixels = good[k]->image.pixels.data();
-        if (encoder) smp.latent_mean = mean.data() + k * lat_elems, smp.latent_logvar = logvar.data() + k * lat_elems;
+        if (encoder)
+          smp.latent_mean = mean.data() + k * lat_elems, smp.latent_logvar = logvar.data() + k * lat_elems;
         smp.prompt_ids = prompt_ids.data();
         smp.source_path = good[k]->path;
         smp.sha256 = good[k]->sha256;
@@ -265,8 +268,8 @@ PrepareResult prepare(const PrepareOptions& opt) {
       res.prepared_mine += int64_t(good.size());
       done += n;
       const bool at_end = done == mine.size();
-      const bool by_count = opt.progress_every > 0 && (done / size_t(opt.progress_every)) !=
-                                                          ((done - n) / size_t(opt.progress_every));
+      const bool by_count = opt.progress_every > 0 &&
+                            (done / size_t(opt.progress_every)) != ((done - n) / size_t(opt.progress_every));
       if (at_end || by_count || (opt.progress_every <= 0 && seconds_since(last_log) >= 2.0)) {
         last_log = Clock::now();
         const double dt = seconds_since(t0);
@@ -285,11 +288,12 @@ PrepareResult prepare(const PrepareOptions& opt) {
     fail_together(a, rank, nranks);
   }
   if (!res.skipped_mine.empty())
-    log_warn("skipped ", res.skipped_mine.size(), res.skipped_mine.size() == 1 ? " file: " : " files: ",
-             join_skipped(res.skipped_mine));
+    log_warn("skipped ", res.skipped_mine.size(),
+             res.skipped_mine.size() == 1 ? " file: " : " files: ", join_skipped(res.skipped_mine));
 
   res.prepared_total = nranks > 1 ? allreduce_sum(res.prepared_mine) : res.prepared_mine;
-  res.skipped_total = nranks > 1 ? allreduce_sum(int64_t(res.skipped_mine.size())) : int64_t(res.skipped_mine.size());
+  res.skipped_total =
+      nranks > 1 ? allreduce_sum(int64_t(res.skipped_mine.size())) : int64_t(res.skipped_mine.size());
   if (res.prepared_total == 0) {
     writer.reset();
     Agreed a;
@@ -321,10 +325,11 @@ PrepareResult prepare(const PrepareOptions& opt) {
   if (rank == 0) {
     char rate[32];
     std::snprintf(rate, sizeof rate, "%.1f", res.seconds > 0 ? double(res.images_total) / res.seconds : 0.0);
-    log_info("prepare: wrote ", res.prepared_total, " images to ",
-             nranks == 1 ? opt.out : str_cat(nranks, " shards ", prepare_shard_path(opt.out, 0, nranks), " ..."),
-             res.skipped_total ? str_cat(" (", res.skipped_total, " skipped)") : std::string(), " in ",
-             res.seconds, " s, ", rate, " images/s");
+    log_info(
+        "prepare: wrote ", res.prepared_total, " images to ",
+        nranks == 1 ? opt.out : str_cat(nranks, " shards ", prepare_shard_path(opt.out, 0, nranks), " ..."),
+        res.skipped_total ? str_cat(" (", res.skipped_total, " skipped)") : std::string(), " in ",
+        res.seconds, " s, ", rate, " images/s");
   }
   return res;
 }

@@ -63,5 +63,4 @@ std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_
   return std::make_unique<VaeLatentEncoder>(model_dir);
 }
 
-
 }  // namespace db

@@ -66,7 +66,8 @@ void write_shard(const std::string& path, const std::string& name, const std::ve
     for (size_t i = 0; i < px.size(); i += 3) px[i] = uint8_t(id);
     std::vector<int32_t> pid(77, 49407);
     pid[0] = 49406, pid[1] = sp.prompt_token, pid[2] = id;
-    std::vector<float> mean(static_cast<size_t>(lat), float(id)), logvar(static_cast<size_t>(lat), -float(id));
+    std::vector<float> mean(static_cast<size_t>(lat), float(id)),
+        logvar(static_cast<size_t>(lat), -float(id));
     ShardSample s;
     s.pixels = px.data();
     s.prompt_ids = pid.data();
@@ -100,7 +101,9 @@ int id_of(const Batch& b, int s) {
   return id;
 }
 
-bool is_class(const Batch& b, int s) { return b.prompt_ids.data<int32_t>()[size_t(s) * 77 + 1] == 2000; }
+bool is_class(const Batch& b, int s) {
+  return b.prompt_ids.data<int32_t>()[size_t(s) * 77 + 1] == 2000;
+}
 
 DataLoaderOptions opts(const std::string& inst, const std::string& cls, int B, int rank = 0, int world = 1) {
   DataLoaderOptions o;
@@ -187,7 +190,7 @@ TEST(Loader, PairsInstanceRepeatedToClassCount) {
     EXPECT_TRUE(is_class(b, 1));
     const int64_t k = b.example[0];
     EXPECT_EQ(b.example[1], k);
-    EXPECT_EQ(id_of(b, 0), int(k % 5));  // instance[k mod n_inst]
+    EXPECT_EQ(id_of(b, 0), int(k % 5));    // instance[k mod n_inst]
     EXPECT_EQ(id_of(b, 1), int(100 + k));  // class[k]
     EXPECT_EQ(b.slot, (std::vector<int64_t>{0, 1}));
     EXPECT_EQ(b.step, s);
@@ -221,7 +224,8 @@ TEST(Loader, RankSlicesAreDisjointAndMatchOneRank) {
   Fixture f(5, 12);
   // 1 rank x B=4 against 2 ranks x B=2 (simulated): same content, same order, same slots.
   DataLoader one(opts(f.t / "inst.h5", f.t / "class", 4));
-  DataLoader r0(opts(f.t / "inst.h5", f.t / "class", 2, 0, 2)), r1(opts(f.t / "inst.h5", f.t / "class", 2, 1, 2));
+  DataLoader r0(opts(f.t / "inst.h5", f.t / "class", 2, 0, 2)),
+      r1(opts(f.t / "inst.h5", f.t / "class", 2, 1, 2));
   EXPECT_EQ(r0.batches_per_epoch(), 3);
   for (int s = 0; s < 7; ++s) {  // crosses two epoch boundaries
     SCOPED_TRACE(s);
@@ -239,7 +243,8 @@ TEST(Loader, RankSlicesAreDisjointAndMatchOneRank) {
       for (int i = 0; i < 2; ++i) got_c.push_back(id_of(*b, 2 + i));
     EXPECT_EQ(got_i, want_i);
     EXPECT_EQ(got_c, want_c);
-    std::vector<int64_t> s0 = {b0.slot[0], b0.slot[1], b1.slot[0], b1.slot[1], b0.slot[2], b0.slot[3], b1.slot[2], b1.slot[3]};
+    std::vector<int64_t> s0 = {b0.slot[0], b0.slot[1], b1.slot[0], b1.slot[1],
+                               b0.slot[2], b0.slot[3], b1.slot[2], b1.slot[3]};
     EXPECT_EQ(s0, want_slots);
   }
 }

@@ -134,7 +134,8 @@ TEST(Prepare, GoodImagesPreparedBadOnesNamed) {
   EXPECT_EQ(fs::path(r.skipped_mine[0].path).filename(), "bad_truncated.jpg");
   EXPECT_NE(r.skipped_mine[0].reason.find("JPEG"), std::string::npos) << r.skipped_mine[0].reason;
   EXPECT_EQ(fs::path(r.skipped_mine[1].path).filename(), "notes.txt");
-  EXPECT_NE(r.skipped_mine[1].reason.find("not a JPEG or PNG"), std::string::npos) << r.skipped_mine[1].reason;
+  EXPECT_NE(r.skipped_mine[1].reason.find("not a JPEG or PNG"), std::string::npos)
+      << r.skipped_mine[1].reason;
   EXPECT_EQ(fs::path(r.skipped_mine[2].path).filename(), "zero.png");
   EXPECT_NE(r.skipped_mine[2].reason.find("0 bytes"), std::string::npos) << r.skipped_mine[2].reason;
   EXPECT_EQ(names_in(t.path), (std::vector<std::string>{"img", "out.h5"}));
@@ -240,7 +241,7 @@ TEST(Prepare, MissingEmptyOrAllBadFoldersAndBadOutputFolder) {
   o.model_dir = t / "no_model";
   e = error_of([&] { prepare(o); });
   EXPECT_NE(e.find(t / "no_model"), std::string::npos) << e;
-  EXPECT_EQ(names_in(t.path), (std::vector<std::string>{"bad", "empty", "good"}) );
+  EXPECT_EQ(names_in(t.path), (std::vector<std::string>{"bad", "empty", "good"}));
 }
 
 TEST(Prepare, RandomCropIsSeededAndResolutionOverrides) {
@@ -312,7 +313,8 @@ class FakeEncoder final : public LatentEncoder {
           for (int c = 0; c < 4; ++c) {
             float acc = 0;
             for (int dy = 0; dy < 2; ++dy)
-              for (int dx = 0; dx < 2; ++dx) acc += img[((size_t(b) * R + 2 * y + dy) * R + 2 * x + dx) * 3 + c % 3];
+              for (int dx = 0; dx < 2; ++dx)
+                acc += img[((size_t(b) * R + 2 * y + dy) * R + 2 * x + dx) * 3 + c % 3];
             const size_t o = ((size_t(b) * h + y) * h + x) * 4 + c;
             mean[o] = acc / 4, logvar[o] = -acc / 4;
           }
@@ -349,7 +351,8 @@ TEST(Prepare, LatentsFromThePluggedEncoder) {
   // A resolution the VAE cannot divide.
   o.out = t / "odd.h5";
   o.resolution = 15;
-  EXPECT_NE(error_of([&] { prepare(o); }).find("not a multiple of the VAE downscale factor 2"), std::string::npos);
+  EXPECT_NE(error_of([&] { prepare(o); }).find("not a multiple of the VAE downscale factor 2"),
+            std::string::npos);
   EXPECT_FALSE(fs::exists(t / "odd.h5"));
 }
 
@@ -383,7 +386,8 @@ TEST(Prepare, VaeLatentEncoderMatchesDiffusers) {
   enc->encode(image.data(), 1, 16, mean.data(), logvar.data());
   auto rel_l2 = [](const std::vector<float>& a, const std::vector<float>& b) {
     double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) num += double(a[i] - b[i]) * (a[i] - b[i]), den += double(b[i]) * b[i];
+    for (size_t i = 0; i < a.size(); ++i)
+      num += double(a[i] - b[i]) * (a[i] - b[i]), den += double(b[i]) * b[i];
     return std::sqrt(num / den);
   };
   EXPECT_LE(rel_l2(mean, want_mean), 1e-4);

@@ -44,25 +44,26 @@ struct DataLoaderOptions {
   int batch_size = 1;                   // B, pairs per rank per step
   int rank = 0, world_size = 1;
   uint64_t seed = 0;
-  int prefetch = 2;          // batches prepared ahead (bounded queue)
-  bool use_latents = true;   // read cached moments when every shard has them (then no pixels)
+  int prefetch = 2;             // batches prepared ahead (bounded queue)
+  bool use_latents = true;      // read cached moments when every shard has them (then no pixels)
   int expected_resolution = 0;  // > 0: shards must have it
   DataCursor start;
 };
 
 struct Batch {
   DataCursor cursor;  // where this batch's global batch starts
-  int64_t step = 0;   // global batches since (epoch 0, position 0): epoch * batches_per_epoch + position / B_total
-  int pairs = 0;      // B
-  bool prior = false;    // class samples present (2B samples) or not (B samples)
-  bool latents = false;  // latent_mean/logvar filled, pixels undefined
-  Tensor pixels;         // f32 [S, R, R, 3] in [-1, 1]
+  int64_t step =
+      0;  // global batches since (epoch 0, position 0): epoch * batches_per_epoch + position / B_total
+  int pairs = 0;                      // B
+  bool prior = false;                 // class samples present (2B samples) or not (B samples)
+  bool latents = false;               // latent_mean/logvar filled, pixels undefined
+  Tensor pixels;                      // f32 [S, R, R, 3] in [-1, 1]
   Tensor latent_mean, latent_logvar;  // f32 [S, h, w, 4]
-  Tensor prompt_ids;     // i32 [S, 77]
-  std::vector<int64_t> slot;     // [S] global slot in the step (see above)
-  std::vector<int64_t> example;  // [S] example index k of the pair it belongs to
-  std::vector<int64_t> sample;   // [S] sample index in its set (instance or class data order)
-  double wait_seconds = 0;       // time next() blocked for this batch
+  Tensor prompt_ids;                  // i32 [S, 77]
+  std::vector<int64_t> slot;          // [S] global slot in the step (see above)
+  std::vector<int64_t> example;       // [S] example index k of the pair it belongs to
+  std::vector<int64_t> sample;        // [S] sample index in its set (instance or class data order)
+  double wait_seconds = 0;            // time next() blocked for this batch
 };
 
 // Fisher–Yates over [0, n): for i = n-1 .. 1, j = below(n-1-i, i+1) of PhiloxStream(seed, Shuffle,

@@ -48,7 +48,7 @@ class CollectiveError : public Error {
 class LatentEncoder {
  public:
   virtual ~LatentEncoder() = default;
-  virtual int downscale_factor() const = 0;  // latent side = resolution / this
+  virtual int downscale_factor() const = 0;     // latent side = resolution / this
   virtual std::string fingerprint() const = 0;  // hex SHA-256 of the VAE weights file(s)
   // images: [n, R, R, 3] float in [-1, 1] (NHWC); mean, logvar: [n, R/f, R/f, 4] each.
   virtual void encode(const float* images, int n, int resolution, float* mean, float* logvar) = 0;
