@@ -21,6 +21,7 @@ run() {  # NAME COMMAND...
 
 run "googletest" "$build/dreambooth_tests" --gtest_color=no
 for t in tests/cli/*.sh; do run "$t" "$t" "$build"; done
+for t in tests/mpi/*.sh; do run "$t" "$t" "$build"; done  # mpirun -np 2 each, < 30 s
 
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
