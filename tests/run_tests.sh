@@ -59,6 +59,10 @@ prepare_mpi() {
 }
 run "prepare under mpirun -np 2" prepare_mpi
 
+# train under mpirun -np 2: data-parallel equivalence with one rank, and a failing / killed rank ends the
+# job (tests/mpi/train_mpi.sh; ~30 s).
+run "tests/mpi/train_mpi.sh" tests/mpi/train_mpi.sh "$build"
+
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
 echo "test suites: $passed passed, $failed failed"
