@@ -1,10 +1,10 @@
-// Forward-pass timing of the CPU reference backend at a preset, with random weights (in-process,
-// PyTorch-like init: U(+-1/sqrt(fan_in)) for matrices, norms weight 1 / bias 0, biases 0).
+// Forward-pass timing of the CPU reference backend at a preset, with random weights drawn in-process
+// by init_weights (what init-model writes: PyTorch-default variance, norms 1, biases 0).
 //
 //   build/bench_forward_cpu [--preset sd15] [--model clip|unet|vae-encode|vae-decode|all]
 //                           [--reps N] [--latent 64] [--image 512] [--batch 1]
 //
-// Reads src/models/presets/<preset>.json (run from the repo root). Prints one line per model:
+// Presets are the embedded ones (sd1-tiny, sd2-tiny, sd15, sd21). Prints one line per model:
 // seconds per forward (best of reps, after one untimed warm-up when reps > 1) and the process's
 // peak RSS so far; run one model per process for a per-model peak.
 #include <sys/resource.h>
@@ -21,6 +21,8 @@
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/models/clip_text.h"
+#include "dreambooth/models/init_weights.h"
+#include "dreambooth/models/presets.h"
 #include "dreambooth/models/registry.h"
 #include "dreambooth/models/unet.h"
 #include "dreambooth/models/vae.h"
@@ -35,30 +37,13 @@ double peak_rss_gib() {
   return double(ru.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is KiB on Linux
 }
 
-// Counter-based uniform in [-1, 1): the same weights for any thread count.
+// Counter-based uniform in [-1, 1) for the inputs: the same for any thread count.
 float uniform(uint64_t seed, uint64_t i) {
   uint64_t z = seed + i * 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z ^= z >> 31;
   return float(z >> 40) / float(1 << 23) - 1.f;
-}
-
-Tensor random_params(const ParamRegistry& reg, uint64_t seed) {
-  Tensor flat = Tensor::zeros({reg.total_numel()});
-  for (const ParamInfo& p : reg.params()) {
-    float* d = flat.f32() + p.offset;
-    const bool is_bias = p.name.size() >= 4 && p.name.compare(p.name.size() - 4, 4, "bias") == 0;
-    if (is_bias) continue;            // 0
-    if (p.torch_shape.size() == 1) {  // norm weight
-      std::fill(d, d + p.numel, 1.f);
-      continue;
-    }
-    const float bound = 1.f / std::sqrt(float(p.numel / p.torch_shape[0]));  // 1/sqrt(fan_in)
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < p.numel; ++i) d[i] = bound * uniform(seed + uint64_t(p.offset), uint64_t(i));
-  }
-  return flat;
 }
 
 template <typename F>
@@ -101,7 +86,7 @@ int main(int argc, char** argv) try {
     else
       throw Error("unknown option ", k);
   }
-  const nlohmann::json j = read_json_file("src/models/presets/" + preset + ".json");
+  const nlohmann::json j = db::preset(preset);
   CpuOps ops;
   Ctx ctx{ops};
   const bool all = model == "all";
@@ -109,7 +94,7 @@ int main(int argc, char** argv) try {
   if (all || model == "clip") {
     const ClipTextConfig cfg = parse_clip_text_config(j.at("text_encoder"), preset + ":text_encoder");
     const ParamRegistry reg = build_clip_text_registry(cfg);
-    const Tensor flat = random_params(reg, 1);
+    const Tensor flat = init_weights(reg, 0, 1);
     ClipTextModel m(cfg, reg, flat);
     Tensor ids = Tensor::empty({batch, 77}, DType::I64);
     for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 7919) % cfg.vocab_size;
@@ -119,7 +104,7 @@ int main(int argc, char** argv) try {
   if (all || model == "unet") {
     const UNetConfig cfg = parse_unet_config(j.at("unet"), preset + ":unet");
     const ParamRegistry reg = build_unet_registry(cfg);
-    const Tensor flat = random_params(reg, 2);
+    const Tensor flat = init_weights(reg, 0, 0);
     UNet2DConditionModel m(cfg, reg, flat);
     Tensor x = Tensor::empty({batch, latent, latent, cfg.in_channels});
     for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = uniform(3, uint64_t(i));
@@ -133,7 +118,7 @@ int main(int argc, char** argv) try {
   if (all || model == "vae-encode" || model == "vae-decode") {
     const VaeConfig cfg = parse_vae_config(j.at("vae"), preset + ":vae");
     const ParamRegistry reg = build_vae_registry(cfg);
-    const Tensor flat = random_params(reg, 5);
+    const Tensor flat = init_weights(reg, 0, 2);
     AutoencoderKL m(cfg, reg, flat);
     const std::string sz = std::to_string(image) + "x" + std::to_string(image);
     if (all || model == "vae-encode") {

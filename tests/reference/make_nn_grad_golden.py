@@ -72,6 +72,11 @@ for case, cout in (("resnet", 16), ("resnet_same", 8)):
         {"x": torch.randn(B, 8, 6, 5), "temb": torch.randn(B, 12)},
         lambda m, x, temb: m(x, temb))
 
+# ---- without time embedding and with output_scale_factor 2 (VAE-style ResnetBlock2D)
+run("resnet_scaled", ResnetBlock2D(in_channels=8, out_channels=16, temb_channels=None, groups=4, eps=1e-6,
+                                   output_scale_factor=2.0),
+    {"x": torch.randn(B, 8, 6, 5)}, lambda m, x: m(x, None))
+
 # ---- Downsample2D (conv 3x3 stride 2 pad 1) and Upsample2D (nearest 2x + conv 3x3)
 run("downsample", Downsample2D(8, use_conv=True, out_channels=8, padding=1, name="conv"),
     {"x": torch.randn(B, 8, 6, 6)}, lambda m, x: m(x))

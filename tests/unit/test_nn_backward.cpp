@@ -83,6 +83,23 @@ TEST(NnBackward, ResnetBlock2D) {
   }
 }
 
+TEST(NnBackward, ResnetBlock2DScaledNoTimeEmbedding) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  Bound b = bind("resnet_scaled");
+  ResnetOptions o;
+  o.groups = 4;
+  o.eps = 1e-6f;
+  o.output_scale_factor = 2.f;
+  ResnetBlock2D layer(b.p(), o), grad(b.g(), o);
+  ResnetBlock2D::Saved s;
+  Tensor y = layer.forward(ctx, b.in("x"), Tensor(), s);
+  expect_same_bits(y, layer.forward(ctx, b.in("x"), Tensor()), b.c);
+  expect_close(b.c + ".y", y, b.in("y"), kTol);
+  expect_close(b.c + ".dx", layer.backward(ctx, s, b.in("dy"), &grad, nullptr), b.in("dx"), kTol);
+  expect_param_grads(b);
+}
+
 TEST(NnBackward, Resample) {
   CpuOps ops;
   Ctx ctx{ops};

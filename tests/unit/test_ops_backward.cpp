@@ -188,8 +188,9 @@ TEST(OpsBackward, Embedding) {
 }
 
 // Same bits for 1 and 3 OpenMP threads: every gradient element is reduced by one thread in a fixed
-// order. Shapes are above kCpuParallelMinWork so the loops really run in parallel. (OpenBLAS's own
-// threading is left as it is.)
+// order. Shapes are above kCpuParallelMinWork so the loops really run in parallel. OpenBLAS's own
+// threading is left as it is: its GEMMs are reproducible for a fixed OpenBLAS thread count only (the
+// chunked tests below change in the last bits with OPENBLAS_NUM_THREADS=1).
 TEST(OpsBackward, DeterministicAcrossThreadCounts) {
   CpuOps ops;
   uint32_t st = 3;

@@ -44,8 +44,8 @@ class CpuOps final : public Ops {
   void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                            const Tensor& rstd, Tensor* dx, Tensor* dgamma, Tensor* dbeta) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                          const Tensor& out, const Tensor& lse, const AttentionParams& p, Tensor& dq, Tensor& dk,
-                          Tensor& dv) override;
+                          const Tensor& out, const Tensor& lse, const AttentionParams& p, Tensor& dq,
+                          Tensor& dk, Tensor& dv) override;
   void activation_backward(const Tensor& x, const Tensor& dy, Tensor& dx, Activation act) override;
   void geglu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) override;
   void add_broadcast_backward(const Tensor& dy, Tensor& dv) override;

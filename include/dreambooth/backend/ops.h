@@ -12,9 +12,10 @@
 // (+=) into the caller's gradient buffer, which the trainer zeroes once per optimizer step, so
 // gradient-accumulation micro-steps and a parameter used twice just add. Gradients of activations
 // (dx, dq, ...) OVERWRITE. A null gradient pointer skips that gradient (frozen weight, network input).
-// Every gradient element is reduced by one thread in a fixed order: results do not depend on the
-// thread count. add_forward / scale_forward need no backward op: da = alpha dy, db = beta dy and
-// dx = s dy are scale_forward (or nothing when the factor is 1).
+// No two threads add into one element; a backend's own loops reduce in a fixed order, so they do not
+// depend on the thread count (the CPU's OpenBLAS GEMMs are reproducible only for a fixed OpenBLAS
+// thread count: with large reductions it splits them by thread). add_forward / scale_forward need no backward
+// op: da = alpha dy, db = beta dy and dx = s dy are scale_forward (or nothing when the factor is 1).
 //
 // Layouts (decision 1): feature maps NHWC [B, H, W, C]; sequences [B, T, C]; linear weights [N, K]
 // (PyTorch's); conv weights [O, kh, kw, I]. All tensors contiguous f32 on the backend's device.

@@ -6,8 +6,6 @@
 // Parameters by their "text_model.*" state-dict names.
 #include <vector>
 
-#include <nlohmann/json.hpp>  // config.h (json_fwd) has json members; fixed on the models branch
-
 #include "dreambooth/models/config.h"
 #include "dreambooth/nn/clip_encoder_layer.h"
 

@@ -8,8 +8,6 @@
 //   out = conv_out(silu(conv_norm_out(h)))               [B, h, w, out_channels]
 #include <vector>
 
-#include <nlohmann/json.hpp>  // config.h (json_fwd) has json members; fixed on the models branch
-
 #include "dreambooth/models/config.h"
 #include "dreambooth/nn/resample.h"
 #include "dreambooth/nn/resnet_block.h"

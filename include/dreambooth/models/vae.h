@@ -7,8 +7,6 @@
 // Group-norm eps is VaeConfig::norm_eps (1e-6, fixed by diffusers).
 #include <vector>
 
-#include <nlohmann/json.hpp>  // config.h (json_fwd) has json members; fixed on the models branch
-
 #include "dreambooth/models/config.h"
 #include "dreambooth/nn/vae_blocks.h"
 
