@@ -155,6 +155,8 @@ TrainResult run_train(const TrainOptions& o) {
   DB_CHECK(o.gradient_accumulation_steps >= 1, "train: --gradient-accumulation-steps must be >= 1");
   DB_CHECK(o.max_nonfinite_steps >= 1, "train: --max-nonfinite-steps must be >= 1");
   DB_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be > 0 (got ", o.lr, ")");
+  make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, 1);  // validates --lr-scheduler up front
+  DB_CHECK(o.lr_warmup_steps >= 0, "train: --lr-warmup-steps must be >= 0");
   const BackendKind backend = select_backend(o.device);
   if (backend != BackendKind::CPU)
     log_warn("train: the CUDA training path is not implemented yet; training on the CPU reference");

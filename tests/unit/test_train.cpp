@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/diffusion/noise_schedule.h"
@@ -212,4 +213,90 @@ TEST(Train, NonFiniteStepIsSkipped) {
   EXPECT_EQ(st.adam_step, 0);
   EXPECT_EQ(std::memcmp(p0.raw(), st.unet_p.raw(), p0.nbytes()), 0);
   for (int64_t i = 0; i < st.unet_g.numel(); ++i) ASSERT_EQ(st.unet_g.f32()[i], 0.f);
+}
+
+namespace {
+struct GoldenBatch {
+  std::unique_ptr<ModelFolder> mf;
+  MicroBatch mb;
+};
+GoldenBatch golden_batch(const std::string& root) {
+  GoldenBatch g;
+  const Golden tr("sd1-tiny/train.safetensors");
+  g.mf = std::make_unique<ModelFolder>(ModelFolder::open(root + "/sd1-tiny/model"));
+  g.mb.latents = nchw_to_nhwc(tr["train.latents"]);
+  g.mb.noise = nchw_to_nhwc(tr["train.noise"]);
+  g.mb.timesteps = {37, 912};
+  g.mb.ids = tr["train.input_ids"];
+  g.mb.pairs = 1;
+  g.mb.prior = true;
+  return g;
+}
+}  // namespace
+
+// --snr-gamma weights each instance sample's mse by min_snr_weights of its own timestep; the prior
+// loss stays unweighted (see train_step.h on the diffusers quirk).
+TEST(Train, MinSnrWeightsInstanceOnly) {
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  const std::string root = env ? env : "tests/golden";
+  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
+  CpuOps ops;
+  Ctx ctx{ops};
+  GoldenBatch g = golden_batch(root);
+  TrainState st = TrainState::load(*g.mf);
+  const NoiseSchedule sched(g.mf->scheduler);
+  StepOptions opt;
+  const LossParts plain = forward_backward(ctx, st, sched, g.mb, opt);
+  const Tensor g_plain = st.unet_g.clone();
+  st.zero_grads();
+  opt.snr_gamma = 5.f;
+  const LossParts weighted = forward_backward(ctx, st, sched, g.mb, opt);
+  const float w = sched.min_snr_weights({37}, 5.f)[0];
+  std::printf("  t=37: snr %.3f, weight %.5f\n", double(sched.snr(37)), double(w));
+  EXPECT_LT(w, 1.f);  // t = 37 has snr > 5
+  EXPECT_NEAR(weighted.instance, w * plain.instance, 1e-6 * plain.instance);
+  EXPECT_EQ(weighted.prior, plain.prior);
+  EXPECT_NEAR(weighted.loss, weighted.instance + weighted.prior, 1e-9);
+  EXPECT_GT(db::test::diff(st.unet_g, g_plain).rel_l2, 1e-3);  // the gradient changed too
+}
+
+// Gradient accumulation: two micro-batches with grad_scale 1/2 give the gradient of one full step.
+TEST(Train, AccumulationAveragesMicroBatches) {
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  const std::string root = env ? env : "tests/golden";
+  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
+  CpuOps ops;
+  Ctx ctx{ops};
+  GoldenBatch g = golden_batch(root);
+  TrainState st = TrainState::load(*g.mf);
+  const NoiseSchedule sched(g.mf->scheduler);
+  StepOptions opt;
+  forward_backward(ctx, st, sched, g.mb, opt, 1.f);
+  const Tensor ug = st.unet_g.clone(), tg = st.te_g.clone();
+  st.zero_grads();
+  forward_backward(ctx, st, sched, g.mb, opt, 0.5f);
+  forward_backward(ctx, st, sched, g.mb, opt, 0.5f);
+  db::test::expect_close("accumulated unet grad", st.unet_g, ug, 1e-6);
+  db::test::expect_close("accumulated text-encoder grad", st.te_g, tg, 1e-6);
+}
+
+// --no-train-text-encoder: the encoder's parameters and moments stay untouched; the UNet trains.
+TEST(Train, FrozenTextEncoder) {
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  const std::string root = env ? env : "tests/golden";
+  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
+  CpuOps ops;
+  Ctx ctx{ops};
+  GoldenBatch g = golden_batch(root);
+  TrainState st = TrainState::load(*g.mf);
+  const NoiseSchedule sched(g.mf->scheduler);
+  StepOptions opt;
+  opt.train_text_encoder = false;
+  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 1);
+  const Tensor tp0 = st.te_p.clone(), up0 = st.unet_p.clone();
+  const LossParts lp = forward_backward(ctx, st, sched, g.mb, opt);
+  const UpdateResult ur = apply_update(st, opt, 0, std::isfinite(lp.loss));
+  EXPECT_TRUE(ur.applied);
+  EXPECT_EQ(std::memcmp(tp0.raw(), st.te_p.raw(), tp0.nbytes()), 0);
+  EXPECT_NE(std::memcmp(up0.raw(), st.unet_p.raw(), up0.nbytes()), 0);
 }
