@@ -30,7 +30,7 @@ prepare_mpi() {
   local tmp model img status=0
   fail() { echo "FAILED: $*" >&2; status=1; }
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_prepare_mpi.XXXXXX")
-  trap 'rm -rf "$tmp"' RETURN
+  trap 'rm -rf "$tmp"; trap - RETURN' RETURN
   model=tests/golden/sd1-tiny/model
   img=$tmp/img
   mkdir -p "$img" "$tmp/union" "$tmp/strict/img"

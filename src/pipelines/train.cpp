@@ -197,8 +197,9 @@ TrainResult run_train(const TrainOptions& o) {
     log_info("train: resumed from ", resumed_from, " at step ", step);
   }
   // All ranks must agree on where they are.
-  DB_CHECK(allreduce_max(step) == step && -allreduce_max(-step) == step,
-           "train: ranks resumed at different steps (is ", o.out, " on a shared file system?)");
+  for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step})
+    DB_CHECK(allreduce_max(v) == v && -allreduce_max(-v) == v, "train: ranks disagree on the resumed step, data ",
+             "cursor or optimizer step (is ", o.out, " on a shared file system?)");
 
   DataLoaderOptions lo;
   lo.instance = o.instance;
