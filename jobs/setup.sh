@@ -18,6 +18,8 @@ packages=(
   libopenblas-dev                     # CPU reference GEMM / convolution
   libgtest-dev                        # tests
   clang-format                        # `make format-check`
+  jq                                  # test scripts read metrics.jsonl and `compare --json`
+  slurm-wlm munge                     # the Slurm test (tests/slurm/) runs a one-node Slurm
 )
 
 sudo=""

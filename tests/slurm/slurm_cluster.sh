@@ -13,7 +13,7 @@ slurm_start() {
   local dir=$1
   local host cpus mem
   host=$(hostname -s)
-  cpus=$(nproc)
+  cpus=$(nproc --all)  # not nproc: it honours OMP_NUM_THREADS
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   mkdir -p "$dir"/{state,spool,munge,log}
   chmod 755 "$dir/munge"  # munged wants the socket folder world-executable

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A real Slurm in CI: starts munged, slurmctld and slurmd on this machine (one node), submits
+# jobs/train.sbatch with sd1-tiny on 2 ranks via `sbatch --wait`, checks the exit code and the outputs,
+# then runs jobs/scaling.sbatch on 1 and 2 workers (1 run, 2 steps) and checks its CSV and table.
+# The daemons are stopped by pid whatever happens. Needs root, slurm-wlm and munge (jobs/setup.sh).
+# Usage: tests/slurm/test_train_sbatch.sh [BUILD_DIR]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build=$(cd "${1:-$repo/build}" && pwd)
+DB=$build/dreambooth
+tmp=$(mktemp -d /tmp/dreambooth-slurm.XXXXXX)
+# shellcheck source=tests/slurm/slurm_cluster.sh
+source "$repo/tests/slurm/slurm_cluster.sh"
+cleanup() { slurm_stop "$tmp/slurm"; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$tmp"/*.out "$tmp"/slurm/log/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done; exit 1; }
+export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1
+
+data=$tmp/data
+mkdir -p "$data/shards/instance" "$data/shards/class"
+"$DB" init-model --preset sd1-tiny --out "$data/model-orig" > /dev/null
+"$DB" prepare --images "$repo/jobs/data/dog" --prompt "photo of unqtkn dog" --model "$data/model-orig" \
+  --out "$data/shards/instance/instance.h5" --latents 2> /dev/null
+mkdir -p "$tmp/class-images"
+cp "$repo"/tests/fixtures/images/*.png "$tmp/class-images/"
+"$DB" prepare --images "$tmp/class-images" --prompt "photo of a dog" --model "$data/model-orig" \
+  --out "$data/shards/class/class.h5" --latents 2> /dev/null
+
+slurm_start "$tmp/slurm" || fail "Slurm did not start"
+echo "slurm: $(sinfo -h -o '%P %D nodes %c cpus %T')"
+
+t0=$(date +%s)
+DATA_PREFIX=$data MAX_STEPS=4 CHECKPOINT_EVERY=2 DREAMBOOTH=$DB \
+  sbatch --wait --ntasks=2 --chdir="$repo" --output="$tmp/train.out" "$repo/jobs/train.sbatch" > "$tmp/submit.txt" ||
+  fail "sbatch --wait jobs/train.sbatch exited $?"
+echo "train.sbatch: $(cat "$tmp/submit.txt"), finished in $(( $(date +%s) - t0 )) s"
+out=$data/model-tuned
+[ -f "$out/model_index.json" ] || fail "no tuned model in $out"
+[ "$(wc -l < "$out/metrics.jsonl")" -eq 4 ] || fail "expected 4 metric lines"
+[ -d "$out/checkpoint-4" ] || fail "no checkpoint-4"
+grep -q "rank 1/2" "$tmp/train.out" || fail "the job did not run 2 ranks"
+"$DB" compare "$data/model-orig" "$out" --json > "$tmp/cmp.json" || true
+jq -e '.components.unet.max_rel_l2 > 0 and .components.vae.max_abs == 0' "$tmp/cmp.json" > /dev/null ||
+  fail "tuned model: UNet unchanged or VAE changed"
+
+DATA_PREFIX=$data WORKERS="1 2" RUNS=1 MAX_STEPS=2 RESULTS=$tmp/scaling DREAMBOOTH=$DB \
+  sbatch --wait --ntasks=2 --chdir="$repo" --output="$tmp/scaling.out" "$repo/jobs/scaling.sbatch" > /dev/null ||
+  fail "sbatch --wait jobs/scaling.sbatch exited $?"
+[ "$(wc -l < "$tmp/scaling/scaling.csv")" -eq 3 ] || fail "scaling.csv should have a header and 2 rows"
+grep -q '^| 2 | 2 |' "$tmp/scaling/scaling.md" || fail "scaling table lacks the 2-worker row"
+cat "$tmp/scaling/scaling.md"
+echo "slurm: train.sbatch and scaling.sbatch OK"
