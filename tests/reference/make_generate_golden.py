@@ -28,8 +28,8 @@ Tensors in the file (PyTorch layouts; B = 2 images, C = latent channels, h = w =
     <case>.latents        f32 [B, C, h, w]   final latents (output_type="latent")
     <case>.image          u8  [B, H, W, 3]   decoded image, NHWC, as the PIL image holds it
     <case>.noise          f32 [k, B, C, h, w] the scheduler's noise draws in order (stochastic only)
-Metadata: "cases" (JSON list of {name, sampler, guidance, negative_prompt or null, steps}), "prompt",
-"height", "width", "model".
+Metadata: one key, "generate", a JSON object: cases (list of {name, sampler, guidance, negative_prompt or
+null, steps, noise_draws}), prompt, height, width, num_images, model.
 """
 import argparse
 import importlib
@@ -153,8 +153,11 @@ def make(preset, root):
                            "steps": STEPS, "noise_draws": len(rec.drawn)})
         print(f"  {preset} {case:18s} latents std {latents.std():.4f} image mean {u8.mean():6.2f} "
               f"noise draws {len(rec.drawn)}")
-    meta = {"cases": json.dumps(meta_cases), "prompt": PROMPT, "height": str(size), "width": str(size),
-            "model": f"tests/golden/{preset}/model", "num_images": str(NUM_IMAGES)}
+    # One metadata key: safetensors writes metadata in hash-map order, so several keys would make the
+    # file bytes differ from run to run.
+    meta = {"generate": json.dumps({"cases": meta_cases, "prompt": PROMPT, "height": size, "width": size,
+                                    "model": f"tests/golden/{preset}/model", "num_images": NUM_IMAGES},
+                                   sort_keys=True)}
     return out, meta
 
 
