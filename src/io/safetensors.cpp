@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "dreambooth/core/error.h"
 #include "safetensors_internal.h"
@@ -57,35 +58,70 @@ std::string one_line(std::string_view s) {
   return escaped(s, true);
 }
 
-json parse_json_unique_keys(const char* begin, const char* end, const char* what, DuplicateKey* dup) {
-  // nlohmann keeps the last of two equal keys; a callback sees every key, so duplicates are caught
-  // here. One set of keys per open object (innermost last).
-  std::vector<std::set<std::string>> open;
-  std::string top;
-  *dup = DuplicateKey{};
-  auto cb = [&](int /*depth*/, json::parse_event_t ev, json& parsed) {
-    switch (ev) {
-      case json::parse_event_t::object_start:
-        open.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open.empty()) open.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        if (open.empty()) break;
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (open.size() == 1) top = k;
-        if (!open.back().insert(k).second && dup->level == 0) *dup = DuplicateKey{open.size(), k, top};
-        break;
-      }
-      default:
-        break;
-    }
+namespace {
+
+constexpr size_t kMaxJsonDepth = 16;  // valid files nest 3 deep
+
+// First pass, without building a DOM: finds duplicate keys (nlohmann's DOM keeps the last of two)
+// and caps nesting (100 MB of '[' would cost gigabytes of DOM nodes). nlohmann's parser callbacks
+// could do this in one pass, but they rescan the parent object at every object end: quadratic.
+class KeyChecker : public nlohmann::json_sax<json> {
+ public:
+  DuplicateKey dup;
+  std::string error;  // set when parsing stopped
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    keys_.emplace_back();
+    return deeper();
+  }
+  bool key(string_t& k) override {
+    if (keys_.size() == 1) top_ = k;
+    if (!keys_.back().insert(k).second && dup.level == 0) dup = DuplicateKey{keys_.size(), k, top_};
     return true;
-  };
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override { return deeper(); }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    error = one_line(e.what());
+    return false;
+  }
+
+ private:
+  bool deeper() {
+    if (++depth_ <= kMaxJsonDepth) return true;
+    error = str_cat("nested deeper than ", kMaxJsonDepth, " levels");
+    return false;
+  }
+  std::vector<std::set<std::string>> keys_;  // per open object, innermost last
+  std::string top_;                          // the current top-level key
+  size_t depth_ = 0;
+};
+
+}  // namespace
+
+json parse_json_unique_keys(const char* begin, const char* end, const char* what, DuplicateKey* dup) {
+  KeyChecker checker;
+  if (!json::sax_parse(begin, end, &checker) || !checker.error.empty())
+    throw Error("malformed ", what, ": ", checker.error.empty() ? "invalid JSON" : checker.error);
+  *dup = checker.dup;
   try {
-    return json::parse(begin, end, cb);
-  } catch (const json::exception& e) {
+    return json::parse(begin, end);
+  } catch (const json::exception& e) {  // not expected after the first pass
     throw Error("malformed ", what, ": ", one_line(e.what()));
   }
 }
@@ -196,6 +232,7 @@ SafetensorsFile SafetensorsFile::parse_impl(const uint8_t* bytes, size_t size, c
   json h = st_detail::parse_json_unique_keys(hb, hb + n, "header JSON", &dup);
   if (!h.is_object()) throw Error("header is a JSON ", h.type_name(), ", expected an object");
   if (dup.level == 1) throw Error("tensor ", qname(dup.key), ": listed twice in the header");
+  if (dup.level > 1 && dup.top == "__metadata__") throw Error("__metadata__: duplicate key ", qname(dup.key));
   if (dup.level > 1) throw Error("tensor ", qname(dup.top), ": duplicate key ", qname(dup.key));
 
   SafetensorsFile f;
