@@ -32,7 +32,7 @@ int run_generate(int argc, char** argv) {
        "image height (default: unet sample_size x VAE scale factor; a multiple of 8)")  //
       ("width", po::value<int>()->default_value(0), "image width (same rules)")         //
       ("batch-size", po::value<int>()->default_value(1),
-       "images per UNet batch (2x rows with guidance); does not change the images")  //
+       "images per UNet batch (2x rows with guidance); changes images only by fp32 rounding")  //
       ("format", po::value<std::string>()->default_value("png"), "png | jpg")       //
       ("quality", po::value<int>()->default_value(95), "JPEG quality 1..100")       //
       ("init-latents", po::value<std::string>()->default_value(""),
@@ -47,8 +47,9 @@ int run_generate(int argc, char** argv) {
           "Samples images from a Stable Diffusion model as diffusers' StableDiffusionPipeline does:\n"
           "the prompt and negative prompt are encoded once, classifier-free guidance runs both halves\n"
           "in one UNet batch, the scheduler denoises from seeded noise, the VAE decodes. Image i\n"
-          "depends only on (seed, i) and the settings, so under `mpirun -np N` rank r makes images\n"
-          "r, r+N, ... and the files are the same as with one process. Writes OUT/NNNNN.png (or\n"
+          "depends only on (seed, i) and the settings. Under `mpirun -np N` the batches of\n"
+          "--batch-size consecutive images go to the ranks in turn (batch k to rank k mod N), and\n"
+          "the files are byte-identical to one process's. Writes OUT/NNNNN.png (or\n"
           ".jpg) and OUT/manifest.jsonl (one line per image: settings and model fingerprint).\n"
           "Exit status: 0 done, 1 runtime error, 2 bad command line.",
           opts, vm))

@@ -310,24 +310,33 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
     if (o.skip_existing) old_manifest = read_manifest(out / "manifest.jsonl");
   }
 
-  // This rank's images, minus those kept with skip_existing.
-  std::vector<uint32_t> mine;
-  for (int i = w.rank; i < o.num_images; i += w.size) {
-    if (!out.empty() && o.skip_existing) {
-      const std::string file = image_file_name(i, o.format);
-      if (fs::exists(out / file)) {
-        auto want = manifest_line(o, info, sname, height, width, i);
-        want.erase("model");
-        auto it = old_manifest.find(file);
-        if (it == old_manifest.end() || it->second != want)
-          throw Error("generate: ", (out / file).string(), " exists but ", (out / "manifest.jsonl").string(),
-                      " does not record it with these settings; remove it or run without --skip-existing");
-        ++res.skipped;
-        continue;
+  // This rank's batches: batch k = images [k * bs, (k + 1) * bs), made by rank k mod world size, so a
+  // batch holds the same images whatever the rank count (the CPU GEMM rounds differently for different
+  // row counts; see the header). Images kept with skip_existing are left out of their batch.
+  std::vector<std::vector<uint32_t>> batches;
+  const int bs = o.batch_size;
+  for (int k = w.rank; int64_t(k) * bs < o.num_images; k += w.size) {
+    std::vector<uint32_t> batch;
+    for (int i = k * bs; i < std::min(o.num_images, (k + 1) * bs); ++i) {
+      if (!out.empty() && o.skip_existing) {
+        const std::string file = image_file_name(i, o.format);
+        if (fs::exists(out / file)) {
+          auto want = manifest_line(o, info, sname, height, width, i);
+          want.erase("model");
+          auto it = old_manifest.find(file);
+          if (it == old_manifest.end() || it->second != want)
+            throw Error("generate: ", (out / file).string(), " exists but ", (out / "manifest.jsonl").string(),
+                        " does not record it with these settings; remove it or run without --skip-existing");
+          ++res.skipped;
+          continue;
+        }
       }
+      batch.push_back(uint32_t(i));
     }
-    mine.push_back(uint32_t(i));
+    if (!batch.empty()) batches.push_back(std::move(batch));
   }
+  size_t n_mine = 0;
+  for (const auto& b : batches) n_mine += b.size();
 
   // Text: prompt and negative prompt, encoded once.
   const bool cfg_on = o.guidance > 1.f;  // diffusers: do_classifier_free_guidance = guidance_scale > 1
@@ -345,17 +354,15 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
     DB_CHECK(int(e.ids.size()) == T, "generate: tokenizer returned ", e.ids.size(), " ids, expected ", T);
     std::memcpy(ids.data<int32_t>() + k * T, e.ids.data(), size_t(T) * sizeof(int32_t));
   }
-  Tensor text = mine.empty() ? Tensor() : models.encode_text(ids);  // [1 or 2, T, D]
+  Tensor text = batches.empty() ? Tensor() : models.encode_text(ids);  // [1 or 2, T, D]
 
   InitLatents init(o, h, wl, c);
-  Progress progress(o.progress, int(mine.size()), o.steps);
+  Progress progress(o.progress, int(n_mine), o.steps);
   const int64_t per_image = int64_t(h) * wl * c;
   int done = 0;
   double sample_seconds = 0;
   int64_t sample_iters = 0;
-  for (size_t first = 0; first < mine.size(); first += size_t(o.batch_size)) {
-    const std::vector<uint32_t> batch(mine.begin() + int64_t(first),
-                                      mine.begin() + int64_t(std::min(mine.size(), first + size_t(o.batch_size))));
+  for (const std::vector<uint32_t>& batch : batches) {
     const int64_t B = int64_t(batch.size());
     auto sampler = make_sampler(sname, scfg, sopts);
     const std::vector<float> timesteps = sampler->set_timesteps(o.steps);

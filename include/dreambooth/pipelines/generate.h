@@ -19,9 +19,14 @@
 //   image = vae.decode(x / scaling_factor); u8 = rint(clamp(image * 0.5 + 0.5, 0, 1) * 255) (round half
 //   to even in float32, as VaeImageProcessor.postprocess + numpy_to_pil).
 //
-// Ranks: image i is made by rank i mod world size; each rank batches its own images (--batch-size
-// images per UNet call, 2x that with guidance). Because every draw is keyed by the global image index,
-// the files do not depend on the rank count; rank 0 writes manifest.jsonl after all ranks finished.
+// Ranks and batches: the images are cut into batches of --batch-size consecutive indices (batch k =
+// images [k*bs, (k+1)*bs)), and batch k is made by rank k mod world size (with --batch-size 1, the
+// default: image i by rank i mod N). Every draw is keyed by the global image index, AND a batch holds
+// the same images whatever the rank count, so the files are byte-identical to a one-rank run with the
+// same --batch-size. Across different batch sizes images agree to fp32 rounding only (latents ~1e-5,
+// pixels identical or +-1 level): OpenBLAS's sgemm rounds a row differently depending on the number of
+// rows M (it is thread-count invariant), so a UNet batch of 2 rows and one of 8 differ in the last bits.
+// Rank 0 writes manifest.jsonl after all ranks finished.
 //
 // Output folder: NNNNN.png (or .jpg), the 5-digit global image index, written atomically; an existing
 // folder is fine and files of the same name are replaced. With skip_existing, images whose file is
