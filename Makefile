@@ -43,7 +43,7 @@ else
   CU_SRCS    :=
 endif
 
-OBJS       := $(SRCS:%.cpp=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.o) \
+OBJS       := $(SRCS:%.cpp=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.S.o) \
               $(CUDA_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.o)
 TEST_OBJS  := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB        := $(BUILD)/libdreambooth.a
@@ -66,10 +66,14 @@ $(BUILD)/%.o: %.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
 
-# Assembler files embed assets (.incbin); paths inside are relative to the repo root.
-$(BUILD)/%.o: %.S
+# Assembler files embed assets (.incbin); paths inside are relative to the repo root. Their objects
+# are named NAME.S.o so that a NAME.cpp beside them cannot collide. .incbin is invisible to -MMD:
+# the embedded files are listed here.
+$(BUILD)/%.S.o: %.S
 	@mkdir -p $(@D)
 	$(CXX) $(CPPFLAGS) -c -o $@ $<
+$(BUILD)/src/models/preset_data.S.o: $(wildcard src/models/presets/*.json)
+$(BUILD)/src/text/clip_vocab_data.S.o: src/text/bpe_simple_vocab_16e6.txt.gz
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
@@ -89,9 +93,9 @@ test: all
 # libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
 FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
 fuzz: $(BUILD)/fuzz_safetensors
-$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS)
+$(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/io/*.h)
 	@mkdir -p $(@D)
-	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
+	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
 FORMAT_FILES = $(shell find include src tests/unit tests/fuzz bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# The test command: the GoogleTest suite, then the suites that need several MPI ranks.
+# The test command (README: `make test`): the GoogleTest suite, the command-line tests in tests/cli/,
+# then the tests that need several MPI ranks. Prints one summary line; exits non-zero on any failure.
 # Usage: tests/run_tests.sh [BUILD_DIR]
-set -euo pipefail
+set -uo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
-status=0
-"$build/dreambooth_tests" --gtest_color=no || status=1
-exit $status
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # CI runs as root
+# Tests that want the real subject photos find them beside the clone (they skip visibly otherwise).
+if [ -z "${DREAMBOOTH_SHARED_DATA:-}" ] && [ -d ../shared/data/dreambooth ]; then
+  export DREAMBOOTH_SHARED_DATA=$(cd ../shared/data/dreambooth && pwd)
+fi
+passed=0; failed=0; failed_names=()
+run() {  # NAME COMMAND...
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failed_names+=("$name"); fi
+}
+
+run "googletest" "$build/dreambooth_tests" --gtest_color=no
+for t in tests/cli/*.sh; do run "$t" "$t" "$build"; done
+
+echo
+[ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
+echo "test suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]

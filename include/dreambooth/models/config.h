@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 namespace db {
 
@@ -53,6 +53,7 @@ struct ClipTextConfig {
   std::string hidden_act = "quick_gelu";  // quick_gelu | gelu
   float layer_norm_eps = 1e-5f;
   int bos_token_id = 49406, eos_token_id = 49407, pad_token_id = 49407;
+  nlohmann::json to_json() const;
   nlohmann::json raw;
 };
 
@@ -69,6 +70,7 @@ struct VaeConfig {
   bool mid_block_add_attention = true;
   bool use_quant_conv = true, use_post_quant_conv = true;
   int downscale_factor() const { return 1 << (int(block_out_channels.size()) - 1); }
+  nlohmann::json to_json() const;
   nlohmann::json raw;
 };
 
@@ -81,6 +83,7 @@ struct SchedulerConfig {
   std::string timestep_spacing = "leading";     // leading | trailing | linspace
   int steps_offset = 0;
   bool clip_sample = false, set_alpha_to_one = false, skip_prk_steps = true;
+  nlohmann::json to_json() const;
   nlohmann::json raw;
 };
 

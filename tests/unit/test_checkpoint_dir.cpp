@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "dreambooth/core/error.h"
+#include "dreambooth/io/checkpoint_dir.h"
+
+using namespace db;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh(const std::string& name) {
+  fs::path d = fs::path(::testing::TempDir()) / ("ckpt_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void write_checkpoint(const fs::path& out, int64_t step, const std::string& payload) {
+  AtomicDir dir((out / checkpoint_name(step)).string());
+  std::ofstream(fs::path(dir.path()) / "weights.bin") << payload;
+  std::ofstream(fs::path(dir.path()) / "state.json") << "{\"step\": " << step << "}";
+  dir.commit();
+}
+
+}  // namespace
+
+TEST(Checkpoint, CommitListResolvePrune) {
+  fs::path out = fresh("basic");
+  for (int64_t s : {2, 10, 4}) write_checkpoint(out, s, "w" + std::to_string(s));
+  fs::create_directories(out / "checkpoint-99");  // no state.json: incomplete, ignored
+  auto all = list_checkpoints(out.string());
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all.back().step, 10);
+  EXPECT_EQ(resolve_resume(out.string(), "latest"), (out / "checkpoint-10").string());
+  EXPECT_THROW(resolve_resume(out.string(), (out / "checkpoint-99").string()), Error);
+  auto removed = prune_checkpoints(out.string(), 2);
+  EXPECT_EQ(removed.size(), 1u);
+  EXPECT_FALSE(fs::exists(out / "checkpoint-2"));
+  EXPECT_TRUE(fs::exists(out / "checkpoint-4"));
+  EXPECT_THROW(resolve_resume(fresh("empty").string(), "latest"), Error);
+}
+
+TEST(Checkpoint, UncommittedFolderIsRemoved) {
+  fs::path out = fresh("uncommitted");
+  std::string tmp;
+  {
+    AtomicDir dir((out / "checkpoint-1").string());
+    tmp = dir.path();
+    EXPECT_TRUE(fs::exists(tmp));
+  }
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_TRUE(list_checkpoints(out.string()).empty());
+}
+
+// A process killed while writing a checkpoint leaves the previous one as "latest", intact.
+TEST(Checkpoint, KillDuringWriteLeavesPreviousUsable) {
+  fs::path out = fresh("kill");
+  write_checkpoint(out, 3, "previous");
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    AtomicDir dir((out / "checkpoint-6").string());
+    std::ofstream f(fs::path(dir.path()) / "weights.bin");
+    f << std::string(1 << 20, 'x') << std::flush;
+    char c = 1;
+    (void)!write(pipefd[1], &c, 1);  // half-written: tell the parent, then wait to be killed
+    pause();
+    _exit(0);
+  }
+  char c;
+  ASSERT_EQ(read(pipefd[0], &c, 1), 1);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(resolve_resume(out.string(), "latest"), (out / "checkpoint-3").string());
+  std::ifstream f(out / "checkpoint-3" / "weights.bin");
+  std::string payload((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(payload, "previous");
+  // The killed writer's temporary folder is cleaned up by the next prune.
+  auto removed = prune_checkpoints(out.string(), 0);
+  EXPECT_EQ(removed.size(), 1u);
+}
