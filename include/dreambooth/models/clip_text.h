@@ -1,0 +1,39 @@
+#pragma once
+// CLIPTextModel (transformers models/clip/modeling_clip.py), the text encoder of SD 1.x / 2.x:
+//   x = token_embedding(ids) + position_embedding(arange(T))   [B, T, H]
+//   x = encoder.layers[i](x)                                   causal self-attention, pre-norm
+//   last_hidden_state = final_layer_norm(x)                    [B, T, H]
+// Parameters by their "text_model.*" state-dict names.
+#include <vector>
+
+#include "dreambooth/models/config.h"
+#include "dreambooth/nn/clip_encoder_layer.h"
+
+namespace db {
+
+class ClipTextModel {
+ public:
+  ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
+  // ids [B, T] (I32 or I64, T <= max_position_embeddings) -> last_hidden_state [B, T, H]
+  Tensor forward(Ctx& ctx, const Tensor& ids) const;
+  const ClipTextConfig& config() const { return cfg_; }
+
+  // Training (nn/module.h): the forward above, keeping what backward reads.
+  struct Saved {
+    Tensor ids;  // [B, T]
+    std::vector<ClipEncoderLayer::Saved> layers;
+    LayerNorm::Saved final_layer_norm;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& ids, Saved& s) const;
+  // dout [B, T, H] (of last_hidden_state) -> parameter gradients added into `grad` (this model built
+  // over the gradient buffer), token and position embeddings included.
+  void backward(Ctx& ctx, const Saved& s, const Tensor& dout, ClipTextModel* grad) const;
+
+ private:
+  ClipTextConfig cfg_;
+  Tensor token_embedding_, position_embedding_;  // [V, H], [P, H]
+  std::vector<ClipEncoderLayer> layers_;
+  LayerNorm final_layer_norm_;
+};
+
+}  // namespace db

@@ -1,0 +1,27 @@
+#pragma once
+// GroupNorm (torch.nn.GroupNorm) over NHWC, optionally followed by a fused SiLU. groups and eps come
+// from the model config (never constants here).
+#include "dreambooth/nn/module.h"
+
+namespace db {
+
+struct GroupNorm {
+  Tensor weight, bias;  // [C], [C]
+  int groups = 32;
+  float eps = 1e-5f;
+  GroupNorm() = default;
+  GroupNorm(const ParamSet& p, int groups_, float eps_)
+      : weight(p.get("weight")), bias(p.get("bias")), groups(groups_), eps(eps_) {}
+  // x [B, H, W, C] (or [B, N, C]) -> y, same shape
+  Tensor forward(Ctx& ctx, const Tensor& x, Activation act = Activation::None) const;
+
+  struct Saved {
+    Tensor x, mean, rstd;  // [B, H, W, C], [B, G], [B, G]
+    Activation act = Activation::None;
+  };
+  Tensor forward(Ctx& ctx, const Tensor& x, Activation act, Saved& s) const;
+  // dy [B, H, W, C] -> dx; grad->weight/bias [C] +=
+  Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, GroupNorm* grad) const;
+};
+
+}  // namespace db
