@@ -35,16 +35,25 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     const std::string a = argv[i];
-    if (a == "--model") model = next();
-    else if (a == "--images") images = std::stoi(next());
-    else if (a == "--steps") steps = std::stoi(next());
-    else if (a == "--guidance") guidance = std::stof(next());
-    else if (a == "--batch") batch = std::stoi(next());
-    else if (a == "--scheduler") scheduler = next();
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--torch") torch_py = next();
+    if (a == "--model")
+      model = next();
+    else if (a == "--images")
+      images = std::stoi(next());
+    else if (a == "--steps")
+      steps = std::stoi(next());
+    else if (a == "--guidance")
+      guidance = std::stof(next());
+    else if (a == "--batch")
+      batch = std::stoi(next());
+    else if (a == "--scheduler")
+      scheduler = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--torch")
+      torch_py = next();
     else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench/generate_cpu.cpp)\n", a.c_str());
+      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench/generate_cpu.cpp)\n",
+                   a.c_str());
       return 2;
     }
   }
@@ -65,9 +74,11 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     GenerateResult r = generate_images(*models, o);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%-10s %-9s %dx%d %s %d steps g %.1f, %d images, batch %d, %d thread(s): %.4f s/image, %.1f UNet evals/s\n",
-                "dreambooth", "cpu", r.width, r.height, r.scheduler.c_str(), steps, guidance, images, batch, threads,
-                s / images, double(r.unet_evals) / s);
+    std::printf(
+        "%-10s %-9s %dx%d %s %d steps g %.1f, %d images, batch %d, %d thread(s): %.4f s/image, %.1f UNet "
+        "evals/s\n",
+        "dreambooth", "cpu", r.width, r.height, r.scheduler.c_str(), steps, guidance, images, batch, threads,
+        s / images, double(r.unet_evals) / s);
     std::fflush(stdout);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -12,31 +12,33 @@ namespace {
 
 int run_generate(int argc, char** argv) {
   po::options_description opts("options");
-  opts.add_options()  //
-      ("model", po::value<std::string>()->required(), "model folder (diffusers layout)")  //
+  opts.add_options()                                                                            //
+      ("model", po::value<std::string>()->required(), "model folder (diffusers layout)")        //
       ("prompt", po::value<std::string>()->required(), "text prompt, e.g. \"photo of a dog\"")  //
       ("negative-prompt", po::value<std::string>()->default_value(""),
        "what to steer away from (the unconditional half of guidance; default \"\")")  //
       ("out", po::value<std::string>()->required(),
-       "output folder: NNNNN.png (or .jpg) per image and manifest.jsonl; created if missing")  //
+       "output folder: NNNNN.png (or .jpg) per image and manifest.jsonl; created if missing")    //
       ("num-images", po::value<int>()->default_value(1), "number of images (indices 0 .. N-1)")  //
       ("steps", po::value<int>()->default_value(50), "denoising steps")                          //
       ("guidance", po::value<float>()->default_value(7.5f),
        "classifier-free guidance scale; <= 1 turns guidance off (one UNet half)")  //
       ("scheduler", po::value<std::string>()->default_value(""),
        "pndm | ddim | euler | euler_ancestral | dpmpp_2m | dpmpp_2m_karras | ddpm (default: the model's "
-       "scheduler_config.json)")                                                               //
-      ("eta", po::value<float>()->default_value(0.f), "DDIM eta (0: deterministic)")             //
+       "scheduler_config.json)")                                                                     //
+      ("eta", po::value<float>()->default_value(0.f), "DDIM eta (0: deterministic)")                 //
       ("seed", po::value<uint64_t>()->default_value(0), "seed; image i is a function of (seed, i)")  //
       ("height", po::value<int>()->default_value(0),
        "image height (default: unet sample_size x VAE scale factor; a multiple of 8)")  //
       ("width", po::value<int>()->default_value(0), "image width (same rules)")         //
       ("batch-size", po::value<int>()->default_value(1),
        "images per UNet batch (2x rows with guidance); changes images only by fp32 rounding")  //
-      ("format", po::value<std::string>()->default_value("png"), "png | jpg")       //
-      ("quality", po::value<int>()->default_value(95), "JPEG quality 1..100")       //
-      ("init-latents", po::value<std::string>()->default_value(""),
-       "safetensors file with tensor \"latents\" [N, C, h, w] (PyTorch layout, unscaled); image i uses row i")  //
+      ("format", po::value<std::string>()->default_value("png"), "png | jpg")                  //
+      ("quality", po::value<int>()->default_value(95), "JPEG quality 1..100")                  //
+      (
+          "init-latents", po::value<std::string>()->default_value(""),
+          "safetensors file with tensor \"latents\" [N, C, h, w] (PyTorch layout, unscaled); image i uses "
+          "row i")  //
       ("skip-existing", po::bool_switch(),
        "keep images already in --out (made with the same settings, per manifest.jsonl) and make only the "
        "missing ones")  //
@@ -81,9 +83,9 @@ int run_generate(int argc, char** argv) {
   const int64_t made = allreduce_sum(int64_t(r.made)), skipped = allreduce_sum(int64_t(r.skipped));
   const int64_t evals = allreduce_sum(r.unet_evals);
   if (w.is_root())
-    log_info("generate: ", made, " images written to ", o.out_dir, (skipped ? str_cat(" (", skipped, " kept)") : ""),
-             ", ", r.scheduler, " ", o.steps, " steps, ", r.width, "x", r.height, ", ", evals,
-             " UNet evaluations, ", r.seconds, " s");
+    log_info("generate: ", made, " images written to ", o.out_dir,
+             (skipped ? str_cat(" (", skipped, " kept)") : ""), ", ", r.scheduler, " ", o.steps, " steps, ",
+             r.width, "x", r.height, ", ", evals, " UNet evaluations, ", r.seconds, " s");
   return 0;
 }
 

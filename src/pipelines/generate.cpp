@@ -43,8 +43,8 @@ class ImagesNoiseSource final : public NoiseSource {
  public:
   ImagesNoiseSource(uint64_t seed, std::vector<uint32_t> images) : seed_(seed), images_(std::move(images)) {}
   void fill(int step_index, Tensor& out) override {
-    DB_CHECK(out.ndim() >= 1 && out.dim(0) == int64_t(images_.size()), "generate: noise for ",
-             images_.size(), " images, got ", out.desc());
+    DB_CHECK(out.ndim() >= 1 && out.dim(0) == int64_t(images_.size()), "generate: noise for ", images_.size(),
+             " images, got ", out.desc());
     for (size_t b = 0; b < images_.size(); ++b) {
       Tensor row = out.slice(int64_t(b), int64_t(b) + 1);
       PhiloxNoiseSource(seed_, images_[b]).fill(step_index, row);
@@ -78,7 +78,8 @@ nlohmann::ordered_json manifest_line(const GenerateOptions& o, const GenerateMod
   j["width"] = width;
   j["model"] = o.model;
   j["model_fingerprint"] = info.fingerprint;
-  j["init_latents"] = o.init_latents.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(o.init_latents);
+  j["init_latents"] =
+      o.init_latents.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(o.init_latents);
   return j;
 }
 
@@ -151,7 +152,8 @@ class InitLatents {
 // Progress on stderr: a rewritten line on a terminal, one line per finished batch otherwise.
 class Progress {
  public:
-  Progress(bool on, int total_mine, int steps) : on_(on), tty_(isatty(2)), total_(total_mine), steps_(steps) {}
+  Progress(bool on, int total_mine, int steps)
+      : on_(on), tty_(isatty(2)), total_(total_mine), steps_(steps) {}
   void step(int done_images, int batch, int s, double s_per_it) {
     if (!on_ || !tty_) return;
     std::fprintf(stderr, "\rgenerate: images %d-%d/%d  step %d/%d  %.3f s/it   ", done_images + 1,
@@ -207,7 +209,8 @@ void validate_generate_options(const GenerateOptions& o) {
   for (auto [v, name] : {std::pair{o.height, "--height"}, std::pair{o.width, "--width"}}) {
     if (v < 0) throw UsageError(str_cat("generate: ", name, " must be positive, got ", v));
     if (v > 0 && v % 8 != 0)
-      throw UsageError(str_cat("generate: ", name, " must be divisible by 8 (as diffusers requires), got ", v));
+      throw UsageError(
+          str_cat("generate: ", name, " must be divisible by 8 (as diffusers requires), got ", v));
   }
   if (o.prompt.empty()) log_warn("generate: the prompt is empty (unconditional images)");
 }
@@ -277,7 +280,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   const int width = o.width ? o.width : info.unet_sample_size * f;
   for (auto [v, name] : {std::pair{height, "--height"}, std::pair{width, "--width"}})
     if (v % f != 0)
-      throw UsageError(str_cat("generate: ", name, " must be divisible by the VAE's scale factor ", f, ", got ", v));
+      throw UsageError(
+          str_cat("generate: ", name, " must be divisible by the VAE's scale factor ", f, ", got ", v));
   const int h = height / f, wl = width / f;
 
   // Sampler: --scheduler or the model's class, with StableDiffusionPipeline's config fixups.
@@ -325,7 +329,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
           want.erase("model");
           auto it = old_manifest.find(file);
           if (it == old_manifest.end() || it->second != want)
-            throw Error("generate: ", (out / file).string(), " exists but ", (out / "manifest.jsonl").string(),
+            throw Error("generate: ", (out / file).string(), " exists but ",
+                        (out / "manifest.jsonl").string(),
                         " does not record it with these settings; remove it or run without --skip-existing");
           ++res.skipped;
           continue;
@@ -349,8 +354,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   for (size_t k = 0; k < texts.size(); ++k) {
     ClipEncoding e = tok.encode(texts[k]);
     if (e.truncated && w.is_root())
-      log_warn("The following part of your input was truncated because CLIP can only handle sequences up to ", T,
-               " tokens: ", tok.decode(e.dropped));
+      log_warn("The following part of your input was truncated because CLIP can only handle sequences up to ",
+               T, " tokens: ", tok.decode(e.dropped));
     DB_CHECK(int(e.ids.size()) == T, "generate: tokenizer returned ", e.ids.size(), " ids, expected ", T);
     std::memcpy(ids.data<int32_t>() + k * T, e.ids.data(), size_t(T) * sizeof(int32_t));
   }
@@ -414,8 +419,9 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
     Tensor z = Tensor::empty(x.shape());
     for (int64_t e = 0; e < x.numel(); ++e) z.f32()[e] = x.f32()[e] / info.scaling_factor;
     Tensor img = models.vae_decode(z);
-    DB_CHECK(img.ndim() == 4 && img.dim(0) == B && img.dim(1) == height && img.dim(2) == width && img.dim(3) == 3,
-             "generate: VAE output ", img.desc(), ", expected [", B, ", ", height, ", ", width, ", 3]");
+    DB_CHECK(
+        img.ndim() == 4 && img.dim(0) == B && img.dim(1) == height && img.dim(2) == width && img.dim(3) == 3,
+        "generate: VAE output ", img.desc(), ", expected [", B, ", ", height, ", ", width, ", 3]");
     const int64_t npx = int64_t(height) * width * 3;
     for (int64_t b = 0; b < B; ++b) {
       Image im(width, height);
@@ -447,7 +453,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   barrier();
   if (!out.empty() && w.is_root()) {
     std::string text_out;
-    for (int i = 0; i < o.num_images; ++i) text_out += manifest_line(o, info, sname, height, width, i).dump() + "\n";
+    for (int i = 0; i < o.num_images; ++i)
+      text_out += manifest_line(o, info, sname, height, width, i).dump() + "\n";
     write_file_atomic((out / "manifest.jsonl").string(), text_out.data(), text_out.size());
   }
   res.seconds = seconds_since(t_start);

@@ -34,9 +34,10 @@ class CpuGenerateModels final : public GenerateModels {
         text_(mf_.text_encoder, text_reg_, text_flat_),
         unet_(mf_.unet, unet_reg_, unet_flat_),
         vae_(mf_.vae, vae_reg_, vae_flat_) {
-    DB_CHECK(mf_.unet.in_channels == mf_.vae.latent_channels && mf_.unet.out_channels == mf_.vae.latent_channels,
-             dir, ": unet in/out channels (", mf_.unet.in_channels, "/", mf_.unet.out_channels,
-             ") differ from the VAE's latent channels (", mf_.vae.latent_channels, ")");
+    DB_CHECK(
+        mf_.unet.in_channels == mf_.vae.latent_channels && mf_.unet.out_channels == mf_.vae.latent_channels,
+        dir, ": unet in/out channels (", mf_.unet.in_channels, "/", mf_.unet.out_channels,
+        ") differ from the VAE's latent channels (", mf_.vae.latent_channels, ")");
     DB_CHECK(mf_.unet.cross_attention_dim == mf_.text_encoder.hidden_size, dir, ": unet cross_attention_dim ",
              mf_.unet.cross_attention_dim, " differs from the text encoder's hidden_size ",
              mf_.text_encoder.hidden_size);

@@ -55,7 +55,8 @@ class FakeModels final : public GenerateModels {
  public:
   FakeModels()
       : tok_(ClipTokenizer::load(golden_root() + "/sd1-tiny/model/tokenizer")),
-        sched_(scheduler_config_from_file(golden_root() + "/sd1-tiny/model/scheduler/scheduler_config.json")) {
+        sched_(
+            scheduler_config_from_file(golden_root() + "/sd1-tiny/model/scheduler/scheduler_config.json")) {
     info_.latent_channels = 4;
     info_.unet_sample_size = 4;
     info_.vae_scale_factor = 2;
@@ -72,7 +73,8 @@ class FakeModels final : public GenerateModels {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t d = 0; d < kD; ++d)
-          out.f32()[(b * T + t) * kD + d] = float(std::sin(0.01 * ids.data<int32_t>()[b * T + t] + 0.3 * d + 0.1 * t));
+          out.f32()[(b * T + t) * kD + d] =
+              float(std::sin(0.01 * ids.data<int32_t>()[b * T + t] + 0.3 * d + 0.1 * t));
     return out;
   }
   Tensor unet(const Tensor& x, const Tensor& t, const Tensor& ehs) override {
@@ -197,7 +199,9 @@ TEST(Generate, ImagesDoNotDependOnTheBatchSize) {
         runs.push_back(std::move(r));
         continue;
       }
-      const auto& ref = runs[sched == std::string("pndm") ? 0 : sched == std::string("euler_ancestral") ? 1 : 2];
+      const auto& ref = runs[sched == std::string("pndm")              ? 0
+                             : sched == std::string("euler_ancestral") ? 1
+                                                                       : 2];
       for (size_t i = 0; i < 5; ++i) {
         EXPECT_EQ(r.images[i].index, int(i));
         EXPECT_EQ(r.images[i].rgb, ref.images[i].rgb) << sched << " bs " << bs << " image " << i;
@@ -245,7 +249,8 @@ TEST(Generate, InitialLatentsArePhiloxPerImageAndFileRowsInPyTorchLayout) {
   write_safetensors((dir / "bad.safetensors").string(), {{"latents", Tensor::zeros({3, 2, 4, 8})}});
   o3.num_images = 3;
   o3.init_latents = (dir / "bad.safetensors").string();
-  EXPECT_NE(error_of([&] { generate_images(m, o3); }).find("expected [N, 4, 4, 4] (PyTorch layout"), std::string::npos);
+  EXPECT_NE(error_of([&] { generate_images(m, o3); }).find("expected [N, 4, 4, 4] (PyTorch layout"),
+            std::string::npos);
   write_safetensors((dir / "name.safetensors").string(), {{"x", nchw}});
   o3.init_latents = (dir / "name.safetensors").string();
   EXPECT_NE(error_of([&] { generate_images(m, o3); }).find("no tensor named 'latents'"), std::string::npos);
@@ -333,7 +338,10 @@ TEST(Generate, BadOptionsFailWithOneClearLine) {
   };
   auto has = [](const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; };
   std::string s = msg([](auto& o) { o.scheduler = "heun"; });
-  EXPECT_TRUE(has(s, "unknown --scheduler 'heun' (valid: pndm, ddim, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm)")) << s;
+  EXPECT_TRUE(has(s,
+                  "unknown --scheduler 'heun' (valid: pndm, ddim, euler, euler_ancestral, dpmpp_2m, "
+                  "dpmpp_2m_karras, ddpm)"))
+      << s;
   s = msg([](auto& o) { o.steps = 0; });
   EXPECT_TRUE(has(s, "--steps must be a positive number, got 0")) << s;
   s = msg([](auto& o) { o.steps = 1001; });
@@ -470,7 +478,8 @@ std::vector<float> nchw_to_nhwc(const std::vector<float>& v, int64_t n, int64_t 
   for (int64_t a = 0; a < n; ++a)
     for (int64_t k = 0; k < c; ++k)
       for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) out[size_t(((a * h + y) * w + x) * c + k)] = v[size_t(((a * c + k) * h + y) * w + x)];
+        for (int64_t x = 0; x < w; ++x)
+          out[size_t(((a * h + y) * w + x) * c + k)] = v[size_t(((a * c + k) * h + y) * w + x)];
   return out;
 }
 
@@ -501,7 +510,8 @@ void check_preset_against_diffusers(const std::string& preset) {
       const auto all = g.f32(gc.name + ".noise");
       ASSERT_EQ(int64_t(all.size()), gc.noise_draws * N * per);
       for (int k = 0; k < gc.noise_draws; ++k)
-        draws.push_back(nchw_to_nhwc(std::vector<float>(all.begin() + k * N * per, all.begin() + (k + 1) * N * per), N, C, h, w));
+        draws.push_back(nchw_to_nhwc(
+            std::vector<float>(all.begin() + k * N * per, all.begin() + (k + 1) * N * per), N, C, h, w));
     }
     ListNoiseSource draws_left(draws);
     o.noise_factory = [&](const std::vector<uint32_t>&) -> std::unique_ptr<NoiseSource> {
@@ -536,8 +546,10 @@ void check_preset_against_diffusers(const std::string& preset) {
       }
     }
     EXPECT_LE(max_level, 1);
-    std::printf("  %-9s %-18s latents rel_l2 %.2e max_abs %.2e | image max diff %d level(s), %zu of %zu values differ\n",
-                preset.c_str(), gc.name.c_str(), rel, max_abs, max_level, n_diff, img.size());
+    std::printf(
+        "  %-9s %-18s latents rel_l2 %.2e max_abs %.2e | image max diff %d level(s), %zu of %zu values "
+        "differ\n",
+        preset.c_str(), gc.name.c_str(), rel, max_abs, max_level, n_diff, img.size());
     ++checked;
   }
   EXPECT_EQ(checked, 9);
@@ -590,8 +602,8 @@ TEST(Generate, RealModelBatchSizeChangesOnlyRounding) {
       EXPECT_LE(std::sqrt(num / den), 1e-5) << "batch " << bs << " image " << i;
       EXPECT_LE(max_level, 1) << "batch " << bs << " image " << i;
       if (i == 0)
-        std::printf("  batch %d vs 1: image 0 latents rel_l2 %.2e, pixels max diff %d\n", bs, std::sqrt(num / den),
-                    max_level);
+        std::printf("  batch %d vs 1: image 0 latents rel_l2 %.2e, pixels max diff %d\n", bs,
+                    std::sqrt(num / den), max_level);
     }
   }
 }

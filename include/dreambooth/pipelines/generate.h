@@ -59,11 +59,11 @@ namespace db {
 class GenerateModels {
  public:
   struct Info {
-    int latent_channels = 4;     // unet in_channels (= out_channels = vae latent_channels)
-    int unet_sample_size = 64;   // latent side the UNet was trained at
-    int vae_scale_factor = 8;    // 2^(levels - 1)
+    int latent_channels = 4;    // unet in_channels (= out_channels = vae latent_channels)
+    int unet_sample_size = 64;  // latent side the UNet was trained at
+    int vae_scale_factor = 8;   // 2^(levels - 1)
     float scaling_factor = 0.18215f;
-    std::string fingerprint;     // model_fingerprint() of the folder ("" for synthetic models)
+    std::string fingerprint;  // model_fingerprint() of the folder ("" for synthetic models)
   };
   virtual ~GenerateModels() = default;
   virtual const Info& info() const = 0;
@@ -89,38 +89,38 @@ std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_di
 std::string model_fingerprint(const std::string& model_dir);
 
 struct GenerateOptions {
-  std::string model;            // model folder (for the manifest and load_generate_models)
+  std::string model;  // model folder (for the manifest and load_generate_models)
   std::string prompt;
   std::string negative_prompt;  // "" = diffusers' default unconditional prompt
   int num_images = 1;
   int steps = 50;
   float guidance = 7.5f;
-  std::string scheduler;        // sampler name (diffusion/sampler.h); "" = the model's scheduler_config.json
-  float eta = 0.f;              // DDIM only
+  std::string scheduler;  // sampler name (diffusion/sampler.h); "" = the model's scheduler_config.json
+  float eta = 0.f;        // DDIM only
   uint64_t seed = 0;
-  int height = 0, width = 0;    // 0 = the model's default
-  int batch_size = 1;           // images per UNet batch (x2 with guidance)
-  std::string out_dir;          // "" = write nothing (tests)
-  std::string format = "png";   // png | jpg
-  int quality = 95;             // JPEG quality 1..100
+  int height = 0, width = 0;   // 0 = the model's default
+  int batch_size = 1;          // images per UNet batch (x2 with guidance)
+  std::string out_dir;         // "" = write nothing (tests)
+  std::string format = "png";  // png | jpg
+  int quality = 95;            // JPEG quality 1..100
   bool skip_existing = false;
   // Initial latents file: safetensors with a float tensor "latents" [N, C, h, w] in PyTorch's layout
   // (what torch.randn(...) / a diffusers pipeline uses; converted to NHWC here), N >= num_images; image
   // i uses row i, unscaled (multiplied by init_noise_sigma as diffusers does with latents=...).
   std::string init_latents;
-  bool progress = true;         // progress lines on stderr
+  bool progress = true;  // progress lines on stderr
 
   // ---- test hooks ----
   // Unscaled initial latents NHWC [num_images, h, w, C] instead of Philox / the file.
   Tensor init_latents_tensor;
   // Noise for stochastic samplers for one batch (global image indices in batch order) instead of Philox.
   std::function<std::unique_ptr<NoiseSource>(const std::vector<uint32_t>& images)> noise_factory;
-  bool keep_results = false;    // fill GenerateResult::latents / images
+  bool keep_results = false;  // fill GenerateResult::latents / images
 };
 
 struct GeneratedImage {
   int index = 0;
-  Tensor latents;  // final latents NHWC [h, w, C] (before / scaling_factor)
+  Tensor latents;            // final latents NHWC [h, w, C] (before / scaling_factor)
   std::vector<uint8_t> rgb;  // [H, W, 3]
 };
 
