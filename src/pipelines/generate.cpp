@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -62,6 +63,14 @@ std::string image_file_name(int index, const std::string& format) {
   return buf;
 }
 
+// A float option as the decimal the user typed (7.3, not 7.300000190734863): the shortest string that
+// reads back to the same float, as a JSON number.
+double shortest(float v) {
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
 nlohmann::ordered_json manifest_line(const GenerateOptions& o, const GenerateModels::Info& info,
                                      const std::string& scheduler, int height, int width, int index) {
   nlohmann::ordered_json j;
@@ -72,8 +81,8 @@ nlohmann::ordered_json manifest_line(const GenerateOptions& o, const GenerateMod
   j["seed"] = o.seed;
   j["scheduler"] = scheduler;
   j["steps"] = o.steps;
-  j["guidance"] = o.guidance;
-  if (o.eta != 0.f) j["eta"] = o.eta;
+  j["guidance"] = shortest(o.guidance);
+  if (o.eta != 0.f) j["eta"] = shortest(o.eta);
   j["height"] = height;
   j["width"] = width;
   j["model"] = o.model;
@@ -152,8 +161,9 @@ class InitLatents {
 // Progress on stderr: a rewritten line on a terminal, one line per finished batch otherwise.
 class Progress {
  public:
+  // The rewritten step line only on rank 0's terminal (ranks share it under mpirun).
   Progress(bool on, int total_mine, int steps)
-      : on_(on), tty_(isatty(2)), total_(total_mine), steps_(steps) {}
+      : on_(on), tty_(isatty(2) && world().is_root()), total_(total_mine), steps_(steps) {}
   void step(int done_images, int batch, int s, double s_per_it) {
     if (!on_ || !tty_) return;
     std::fprintf(stderr, "\rgenerate: images %d-%d/%d  step %d/%d  %.3f s/it   ", done_images + 1,

@@ -294,6 +294,19 @@ TEST(Generate, WritesImagesAndManifest) {
   }
   EXPECT_EQ(n, 5);
 
+  // Float options are recorded as typed.
+  GenerateOptions og = o;
+  og.out_dir = (dir / "g").string();
+  og.num_images = 1;
+  og.guidance = 7.3f;
+  generate_images(m, og);
+  {
+    std::ifstream fg(dir / "g" / "manifest.jsonl");
+    std::string l;
+    std::getline(fg, l);
+    EXPECT_NE(l.find("\"guidance\":7.3,"), std::string::npos) << l;
+  }
+
   // JPEG output.
   GenerateOptions oj = o;
   oj.out_dir = (dir / "jpg").string();
