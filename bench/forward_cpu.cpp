@@ -59,7 +59,7 @@ double time_best(int reps, F&& f) {
 }
 
 void report(const std::string& preset, const std::string& model, const std::string& shape, double s) {
-  std::printf("%-10s %-11s %-26s %9.3f s  peak RSS %6.2f GiB  threads %d\n", preset.c_str(), model.c_str(),
+  std::printf("%-10s %-11s %-26s %9.4f s  peak RSS %6.2f GiB  threads %d\n", preset.c_str(), model.c_str(),
               shape.c_str(), s, peak_rss_gib(), omp_get_max_threads());
   std::fflush(stdout);
 }

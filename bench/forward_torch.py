@@ -38,7 +38,7 @@ def time_best(reps: int, fn) -> float:
 
 
 def report(preset: str, model: str, shape: str, s: float, threads: int) -> None:
-    print(f"{preset:<10} {model:<11} {shape:<26} {s:9.3f} s  peak RSS {peak_rss_gib():6.2f} GiB  threads {threads}",
+    print(f"{preset:<10} {model:<11} {shape:<26} {s:9.4f} s  peak RSS {peak_rss_gib():6.2f} GiB  threads {threads}",
           flush=True)
 
 

@@ -117,7 +117,8 @@ Tensor UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tenso
   if (cfg_.center_input_sample) {  // 2 * sample - 1.0
     x = ctx.alloc(sample.shape());
     Tensor ones = ctx.alloc(sample.shape());
-    ones.fill(1.f);
+    const std::vector<float> host_ones(size_t(sample.numel()), 1.f);
+    ctx.ops.upload(host_ones.data(), ones);  // backend-agnostic (no host fill of a device tensor)
     ctx.ops.add_forward(sample, ones, x, 2.f, -1.f);
   }
   Tensor temb = time_embedding_.forward(ctx, timesteps);  // [B, 4*C0]

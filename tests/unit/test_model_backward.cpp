@@ -9,8 +9,6 @@
 // extra). A structural bug (missing residual or skip, wrong head split, swapped GEGLU half) gives >= 1e-2.
 #include <gtest/gtest.h>
 
-#if __has_include("dreambooth/models/presets.h")  // the registry's implementation (models branch)
-
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -159,9 +157,3 @@ TEST(ModelBackward, DreamBoothStepMatchesHarness) {
   }
   if (!ran) GTEST_SKIP() << "no harness train goldens under " << root;
 }
-
-#else
-TEST(ModelBackward, NeedsParamRegistry) {
-  GTEST_SKIP() << "the ParamRegistry implementation (models branch) is not merged yet";
-}
-#endif

@@ -6,9 +6,6 @@
 // order); a layer chains 2-20 ops whose rounding errors (~1e-7 each) add, not multiply.
 #include <gtest/gtest.h>
 
-#if __has_include("dreambooth/models/presets.h")  // the registry's implementation (models branch)
-#define DB_NN_BACKWARD_TESTS 1
-
 #include <cstring>
 
 #include "dreambooth/models/registry.h"
@@ -232,9 +229,3 @@ TEST(NnBackward, ParamGradsAccumulate) {
   for (int64_t i = 0; i < once.numel(); ++i) once.f32()[i] *= 2.f;
   expect_close("transformer_block grads after two backwards", b.grads, once, 1e-6);
 }
-
-#else
-TEST(NnBackward, NeedsParamRegistry) {
-  GTEST_SKIP() << "the ParamRegistry implementation (models branch) is not merged yet";
-}
-#endif

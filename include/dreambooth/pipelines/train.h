@@ -1,0 +1,85 @@
+#pragma once
+// `dreambooth train`: DreamBooth fine-tuning of the UNet and text encoder (DESIGN.md "DreamBooth step"),
+// data-parallel over the MPI world.
+//
+// Per step, on every rank: accumulation x { loader.next() -> latents (cached moments + Philox
+// LatentSample eps, or the VAE encoder on pixels) -> Philox noise and timesteps keyed by (seed, global
+// batch, GLOBAL slot) -> forward/backward } -> all-reduce-average the gradients -> global norm -> clip ->
+// AdamW -> LR schedule. Every draw depends only on the seed, the global batch counter and the sample's
+// global slot, so N ranks x B pairs compute what 1 rank x N*B pairs computes (up to the all-reduce's
+// summation order), and a resumed run draws exactly what the uninterrupted one drew.
+//
+// Output (rank 0 only): OUT/ becomes a diffusers StableDiffusionPipeline folder (model_index.json,
+// unet/, text_encoder/, vae/ (the base VAE, re-saved unchanged), tokenizer/, scheduler/, ...). Each
+// component is written to a temporary folder and renamed into place; model_index.json is written last
+// and removed when a run starts, so OUT is a loadable pipeline exactly when model_index.json exists.
+//
+// Checkpoints: OUT/checkpoint-STEP/ (io/checkpoint_dir.h, atomic), STEP = training steps completed:
+//   unet/, text_encoder/        diffusers layout, fp32 (exact; `compare` and diffusers read them)
+//   optimizer.safetensors       unet.m, unet.v, text_encoder.m, text_encoder.v (flat, registry layout)
+//   state.json                  written last: version, step, data cursor (epoch, position), seed,
+//                               adam_step, lr schedule, world size, batch size, accumulation, ...
+// A resumed run (--resume latest|PATH) restores weights, moments, step and cursor and is bit-identical
+// to an uninterrupted run with the same options (and the same global batch B x world).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dreambooth/core/error.h"
+
+namespace db {
+
+struct TrainOptions {
+  std::string model;                    // diffusers folder
+  std::vector<std::string> instance;    // shard specs (file, glob, folder)
+  std::vector<std::string> class_data;  // empty: no prior preservation
+  std::string out;
+  int batch_size = 1;  // pairs per rank per micro-batch
+  uint64_t seed = 0;
+  int64_t max_steps = 0;  // 0: from epochs (or 800 when neither is given)
+  int64_t epochs = 0;
+  float prior_loss_weight = 1.0f;
+  std::string save_dtype = "fp32";
+  int64_t checkpoint_every = 500;  // 0: none
+  int keep_checkpoints = 0;        // 0: keep all
+  std::string resume;              // "" | "latest" | PATH
+  std::string metrics;             // "" -> OUT/metrics.jsonl
+  std::string device = "auto";
+  float lr = 5e-6f;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8, weight_decay = 1e-2;
+  std::string lr_scheduler = "constant";
+  int64_t lr_warmup_steps = 0;
+  float max_grad_norm = 1.0f;
+  float snr_gamma = 0.f;
+  bool offset_noise = false;
+  bool train_text_encoder = true;
+  int gradient_accumulation_steps = 1;
+  int max_nonfinite_steps = 5;
+  double progress_seconds = 2.0;  // progress line at most this often (0: every step)
+  bool use_cached_latents = true;  // false: always VAE-encode the pixels
+  // Test hook (also DREAMBOOTH_FAIL_RANK / DREAMBOOTH_FAIL_STEP): throw on this rank at this step.
+  int fail_rank = -1;
+  int64_t fail_step = -1;
+  // Test hook: return after this many steps (checkpoints written as usual, no final output), as if the
+  // job had been killed there. 0: off.
+  int64_t stop_after = 0;
+};
+
+struct TrainResult {
+  int64_t start_step = 0, end_step = 0;  // steps done before this run (resume) and after it
+  int64_t skipped_steps = 0;             // non-finite steps skipped in this run
+  double last_loss = 0;
+  std::string output;  // the pipeline folder (OUT)
+};
+
+// A failure all ranks agreed on (e.g. too many non-finite steps): thrown on every rank; only the rank
+// with report_here prints it, and no rank needs MPI_Abort.
+class AgreedError : public Error {
+ public:
+  AgreedError(const std::string& msg, bool report_here) : Error(msg), report_here(report_here) {}
+  bool report_here;
+};
+
+TrainResult run_train(const TrainOptions& opt);
+
+}  // namespace db

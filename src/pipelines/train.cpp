@@ -1,0 +1,389 @@
+#include "dreambooth/pipelines/train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unistd.h>
+
+#include "dreambooth/backend/cpu_ops.h"
+#include "dreambooth/backend/device.h"
+#include "dreambooth/core/log.h"
+#include "dreambooth/core/version.h"
+#include "dreambooth/diffusion/noise_schedule.h"
+#include "dreambooth/dist/world.h"
+#include "dreambooth/io/checkpoint_dir.h"
+#include "dreambooth/io/model_folder.h"
+#include "dreambooth/io/safetensors.h"
+#include "dreambooth/models/vae.h"
+#include "dreambooth/pipelines/data_loader.h"
+#include "dreambooth/pipelines/train_step.h"
+
+namespace fs = std::filesystem;
+
+namespace db {
+namespace {
+
+constexpr int kStateVersion = 1;
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+double rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  return 0;
+}
+
+std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) s = 0;
+  const long t = long(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  return buf;
+}
+
+// ---- checkpoints ----
+
+void write_checkpoint(const std::string& out, int64_t step, const TrainState& st, const ModelFolder& base,
+                      const nlohmann::json& state) {
+  AtomicDir dir(out + "/" + checkpoint_name(step));
+  save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_reg, st.unet_p,
+                 DType::F32);
+  save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_reg,
+                 st.te_p, DType::F32);
+  write_safetensors(dir.path() + "/optimizer.safetensors",
+                    {{"unet.m", st.unet_m}, {"unet.v", st.unet_v}, {"text_encoder.m", st.te_m},
+                     {"text_encoder.v", st.te_v}},
+                    {{"adam_step", std::to_string(st.adam_step)}});
+  write_json_file(dir.path() + "/state.json", state);  // the marker: written last
+  dir.commit();
+}
+
+void read_flat(const SafetensorsFile& f, const std::string& name, Tensor& dst) {
+  const SafeTensorInfo* t = f.find(name);
+  DB_CHECK(t, f.path(), ": no tensor ", name);
+  DB_CHECK(shape_numel(t->shape) == dst.numel(), f.path(), ": ", name, " has ", shape_numel(t->shape),
+           " elements, the model needs ", dst.numel(), " (a checkpoint of another model?)");
+  f.read_f32(*t, dst.f32());
+}
+
+void load_checkpoint(const std::string& ckpt, TrainState& st) {
+  st.unet_p.copy_from(load_weights(find_weight_files(ckpt + "/unet", Component::UNet).path, st.unet_reg));
+  st.te_p.copy_from(
+      load_weights(find_weight_files(ckpt + "/text_encoder", Component::TextEncoder).path, st.te_reg));
+  const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
+  read_flat(f, "unet.m", st.unet_m);
+  read_flat(f, "unet.v", st.unet_v);
+  read_flat(f, "text_encoder.m", st.te_m);
+  read_flat(f, "text_encoder.v", st.te_v);
+}
+
+// ---- the output pipeline folder ----
+
+void copy_tree_atomic(const std::string& src, const std::string& dst) {
+  const std::string tmp = dst + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::copy(src, tmp, fs::copy_options::recursive);
+  fs::remove_all(dst);
+  fs::rename(tmp, dst);
+}
+
+void write_pipeline(const std::string& out, const TrainState& st, const ModelFolder& base, DType dtype) {
+  save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_reg, st.unet_p, dtype);
+  save_component(out, Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_reg, st.te_p,
+                 dtype);
+  {  // the frozen VAE, re-saved from the base weights (bit-identical in fp32)
+    const ParamRegistry vreg = base.registry(Component::Vae);
+    const Tensor vp = base.load(Component::Vae, vreg);
+    save_component(out, Component::Vae, base.config_json(Component::Vae), vreg, vp, dtype);
+  }
+  // Everything else model_index.json names (tokenizer, scheduler, feature_extractor, ...), copied.
+  for (const auto& e : fs::directory_iterator(base.dir())) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name == "unet" || name == "text_encoder" || name == "vae") continue;
+    if (!base.model_index.contains(name)) continue;
+    copy_tree_atomic(e.path().string(), out + "/" + name);
+  }
+  nlohmann::json index = base.model_index;
+  index["_dreambooth_trained_by"] = std::string("dreambooth ") + kVersion;
+  write_json_file(out + "/model_index.json", index);  // last: the folder is complete
+}
+
+// ---- metrics ----
+
+// On resume, drop lines of steps after the checkpoint (an interrupted run may have logged them).
+void trim_metrics(const std::string& path, int64_t keep_through_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).at("step").get<int64_t>() > keep_through_step) continue;
+    } catch (...) {
+      continue;  // a torn last line
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << kept;
+  fs::rename(tmp, path);
+}
+
+
+}  // namespace
+
+TrainResult run_train(const TrainOptions& o) {
+  const World& w = world();
+  const double t_start = now_s();
+  DB_CHECK(!o.model.empty(), "train: --model is required");
+  DB_CHECK(!o.instance.empty(), "train: --instance-data is required");
+  DB_CHECK(!o.out.empty(), "train: --out is required");
+  DB_CHECK(o.batch_size >= 1, "train: --batch-size must be >= 1 (got ", o.batch_size, ")");
+  DB_CHECK(o.gradient_accumulation_steps >= 1, "train: --gradient-accumulation-steps must be >= 1");
+  DB_CHECK(o.max_nonfinite_steps >= 1, "train: --max-nonfinite-steps must be >= 1");
+  DB_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be > 0 (got ", o.lr, ")");
+  make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, 1);  // validates --lr-scheduler up front
+  DB_CHECK(o.lr_warmup_steps >= 0, "train: --lr-warmup-steps must be >= 0");
+  const BackendKind backend = select_backend(o.device);
+  if (backend != BackendKind::CPU)
+    log_warn("train: the CUDA training path is not implemented yet; training on the CPU reference");
+  const DType save_dtype = dtype_from_name(o.save_dtype);
+  DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,
+           "train: --save-dtype must be fp32, fp16 or bf16 (got ", o.save_dtype, ")");
+
+  const ModelFolder base = ModelFolder::open(o.model);
+  const NoiseSchedule sched(base.scheduler);
+  TrainState st = TrainState::load(base);
+
+  // Resume: weights, moments, step, cursor. Every rank reads the checkpoint (shared file system).
+  int64_t step = 0, consecutive_bad = 0;
+  DataCursor cursor;
+  std::string resumed_from;
+  if (!o.resume.empty()) {
+    resumed_from = resolve_resume(o.out, o.resume);
+    const nlohmann::json s = read_json_file(resumed_from + "/state.json");
+    try {
+      DB_CHECK(s.at("version").get<int>() == kStateVersion, resumed_from, "/state.json: version ",
+               s.at("version"), ", this build reads ", kStateVersion);
+      DB_CHECK(s.at("seed").get<uint64_t>() == o.seed, resumed_from, "/state.json: seed ", s.at("seed"),
+               " differs from --seed ", o.seed, " (the draws would not continue the run)");
+      const int64_t gb = s.at("batch_size").get<int64_t>() * s.at("world_size").get<int64_t>();
+      DB_CHECK(gb == int64_t(o.batch_size) * w.size, resumed_from, "/state.json: global batch ", gb,
+               " (batch_size x world_size) differs from this run's ", int64_t(o.batch_size) * w.size);
+      DB_CHECK(s.at("gradient_accumulation_steps").get<int>() == o.gradient_accumulation_steps, resumed_from,
+               "/state.json: gradient_accumulation_steps differs from this run's");
+      step = s.at("step").get<int64_t>();
+      cursor.epoch = s.at("data_cursor").at("epoch").get<int64_t>();
+      cursor.position = s.at("data_cursor").at("position").get<int64_t>();
+      st.adam_step = s.at("adam_step").get<int64_t>();
+      consecutive_bad = s.value("consecutive_nonfinite", int64_t(0));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(resumed_from, "/state.json: ", e.what());
+    }
+    load_checkpoint(resumed_from, st);
+    log_info("train: resumed from ", resumed_from, " at step ", step);
+  }
+  // All ranks must agree on where they are.
+  for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step})
+    DB_CHECK(allreduce_max(v) == v && -allreduce_max(-v) == v, "train: ranks disagree on the resumed step, data ",
+             "cursor or optimizer step (is ", o.out, " on a shared file system?)");
+
+  DataLoaderOptions lo;
+  lo.instance = o.instance;
+  lo.class_data = o.class_data;
+  lo.batch_size = o.batch_size;
+  lo.rank = w.rank;
+  lo.world_size = w.size;
+  lo.seed = o.seed;
+  lo.use_latents = o.use_cached_latents;
+  lo.start = cursor;
+  DataLoader loader(lo);
+  const int accum = o.gradient_accumulation_steps;
+  DB_CHECK(loader.batches_per_epoch() >= 1, "train: ", loader.examples_per_epoch(),
+           " examples make no full global batch of ", loader.global_batch(), " (batch size ", o.batch_size,
+           " x ", w.size, " ranks); lower --batch-size");
+  int64_t total = o.max_steps;
+  if (total <= 0) total = o.epochs > 0 ? std::max<int64_t>(1, o.epochs * loader.batches_per_epoch() / accum) : 800;
+
+  StepOptions so;
+  so.prior_loss_weight = o.prior_loss_weight;
+  so.snr_gamma = o.snr_gamma;
+  so.train_text_encoder = o.train_text_encoder;
+  so.max_grad_norm = o.max_grad_norm;
+  so.adam = AdamWConfig{o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay};
+  so.lr = make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, total);
+  const float offset = o.offset_noise ? kDreamboothOffsetNoise : 0.f;
+
+  // Lazily built VAE encoder for shards without cached latents.
+  std::unique_ptr<AutoencoderKL> vae;
+  ParamRegistry vae_reg;
+  Tensor vae_p;
+
+  const std::string metrics_path = o.metrics.empty() ? o.out + "/metrics.jsonl" : o.metrics;
+  std::ofstream metrics;
+  if (w.is_root()) {
+    fs::create_directories(o.out);
+    fs::remove(o.out + "/model_index.json");  // OUT is not a finished pipeline until this run ends
+    if (resumed_from.empty())
+      std::ofstream(metrics_path, std::ios::trunc);
+    else
+      trim_metrics(metrics_path, step);
+    metrics.open(metrics_path, std::ios::app);
+    DB_CHECK(metrics.good(), metrics_path, ": cannot open the metrics file for writing");
+    log_info("train: ", loader.instance_count(), " instance / ", loader.class_count(), " class samples, ",
+             loader.examples_per_epoch(), " examples per epoch, global batch ", loader.global_batch(),
+             " pairs x ", accum, " accumulation, ", w.size, " rank(s), steps ", step, " -> ", total,
+             loader.latents() ? ", cached latents" : ", VAE-encoding pixels");
+  }
+  barrier();
+
+  const char* fr = std::getenv("DREAMBOOTH_FAIL_RANK");
+  const char* fsx = std::getenv("DREAMBOOTH_FAIL_STEP");
+  const int fail_rank = fr ? std::atoi(fr) : o.fail_rank;
+  const int64_t fail_step = fsx ? std::atoll(fsx) : o.fail_step;
+
+  CpuOps ops;
+  Ctx ctx{ops};
+  TrainResult res;
+  res.start_step = step;
+  res.output = o.out;
+  double last_print = 0, ema_step = 0;
+  const int64_t samples_per_step = int64_t(loader.global_batch()) * (o.class_data.empty() ? 1 : 2) * accum;
+  const uint32_t T = uint32_t(sched.num_train_timesteps());
+
+  while (step < total) {
+    if (w.rank == fail_rank && step == fail_step)
+      throw Error("train: injected failure at step ", step, " (DREAMBOOTH_FAIL_RANK/DREAMBOOTH_FAIL_STEP)");
+    const double t0 = now_s();
+    double wait = 0;
+    LossParts sum;
+    bool finite = true;
+    for (int a = 0; a < accum; ++a) {
+      Batch b = loader.next();
+      wait += b.wait_seconds;
+      const uint32_t key = uint32_t(b.step);  // the global batch counter: resume- and world-invariant
+      const int64_t S = b.prompt_ids.dim(0);
+      MicroBatch mb;
+      mb.pairs = b.pairs;
+      mb.prior = b.prior;
+      mb.ids = b.prompt_ids;
+      Tensor mean = b.latent_mean, logvar = b.latent_logvar;
+      if (!b.latents) {
+        if (!vae) {
+          vae_reg = base.registry(Component::Vae);
+          vae_p = base.load(Component::Vae, vae_reg);
+          vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
+        }
+        split_moments(vae->encode(ctx, b.pixels), &mean, &logvar);
+      }
+      mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
+                                        base.vae.scaling_factor);
+      mb.noise = Tensor::empty(mean.shape());
+      const int64_t per = mean.numel() / S;
+      Shape one = mean.shape();
+      one[0] = 1;
+      for (int64_t i = 0; i < S; ++i) {
+        const uint32_t slot = uint32_t(b.slot[size_t(i)]);
+        Tensor e = draw_training_noise(o.seed, key, slot, one, offset);
+        std::memcpy(mb.noise.f32() + i * per, e.f32(), size_t(per) * 4);
+        mb.timesteps.push_back(draw_timesteps(o.seed, key, slot, 1, int(T))[0]);
+      }
+      const LossParts lp = forward_backward(ctx, st, sched, mb, so, 1.f / float(accum));
+      finite = finite && std::isfinite(lp.loss);
+      sum.loss += lp.loss / accum;
+      sum.instance += lp.instance / accum;
+      sum.prior += lp.prior / accum;
+    }
+    const UpdateResult ur = apply_update(st, so, step, finite);
+    double losses[3] = {sum.loss, sum.instance, sum.prior};
+    allreduce_sum(losses, 3);
+    for (double& l : losses) l /= w.size;
+    ++step;
+    if (ur.applied) {
+      consecutive_bad = 0;
+    } else {
+      ++consecutive_bad;
+      ++res.skipped_steps;
+      if (w.is_root())
+        log_warn("train: step ", step, ": non-finite loss (", losses[0], ") or gradient norm (", ur.grad_norm,
+                 "); update skipped (", consecutive_bad, " in a row, limit ", o.max_nonfinite_steps, ")");
+      if (consecutive_bad >= o.max_nonfinite_steps)
+        throw AgreedError(str_cat("train: ", consecutive_bad, " non-finite steps in a row (last at step ", step,
+                                  "); stopping without writing a checkpoint or output. Lower --lr, check the data, "
+                                  "or resume from the last checkpoint in ", o.out),
+                          w.is_root());
+    }
+    const double dt = now_s() - t0;
+    ema_step = ema_step == 0 ? dt : 0.8 * ema_step + 0.2 * dt;
+    res.last_loss = losses[0];
+    if (w.is_root()) {
+      nlohmann::json m = {{"step", step},         {"loss", losses[0]},     {"loss_instance", losses[1]},
+                          {"loss_prior", losses[2]}, {"lr", ur.lr},          {"grad_norm", ur.grad_norm},
+                          {"skipped", !ur.applied}, {"step_time_s", dt},      {"data_wait_s", wait},
+                          {"rss_mb", rss_mb()}};
+      metrics << m.dump() << "\n" << std::flush;
+      const double t = now_s();
+      if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total || step == res.start_step + 1) {
+        last_print = t;
+        std::fprintf(stderr,
+                     "train: step %lld/%lld  loss %.4f (inst %.4f prior %.4f)  lr %.2e  grad_norm %.3f  %.2f s/step  "
+                     "%.1f samples/s  ETA %s\n",
+                     (long long)step, (long long)total, losses[0], losses[1], losses[2], double(ur.lr), ur.grad_norm,
+                     ema_step, double(samples_per_step) / std::max(ema_step, 1e-9),
+                     hms(ema_step * double(total - step)).c_str());
+      }
+    }
+    if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && consecutive_bad > 0) {
+      if (w.is_root()) log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
+    } else if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) {
+      if (w.is_root()) {
+        const DataCursor c = loader.cursor();
+        nlohmann::json s = {{"version", kStateVersion},
+                            {"step", step},
+                            {"data_cursor", {{"epoch", c.epoch}, {"position", c.position}}},
+                            {"seed", o.seed},
+                            {"adam_step", st.adam_step},
+                            {"consecutive_nonfinite", consecutive_bad},
+                            {"lr_scheduler", {{"name", so.lr.name}, {"base_lr", so.lr.base_lr},
+                                              {"warmup_steps", so.lr.warmup_steps}, {"total_steps", so.lr.total_steps}}},
+                            {"world_size", w.size},
+                            {"batch_size", o.batch_size},
+                            {"gradient_accumulation_steps", accum},
+                            {"train_text_encoder", o.train_text_encoder},
+                            {"model", o.model},
+                            {"dreambooth_version", std::string(kVersion)}};
+        write_checkpoint(o.out, step, st, base, s);
+        for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints)) log_info("train: removed ", p);
+        log_info("train: wrote ", o.out, "/", checkpoint_name(step));
+      }
+      barrier();
+    }
+    if (o.stop_after > 0 && step >= o.stop_after) {
+      res.end_step = step;
+      return res;  // as if killed here (tests)
+    }
+  }
+  res.end_step = step;
+  if (w.is_root()) {
+    write_pipeline(o.out, st, base, save_dtype);
+    log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ", res.skipped_steps,
+             " steps skipped)");
+  }
+  barrier();
+  return res;
+}
+
+}  // namespace db
