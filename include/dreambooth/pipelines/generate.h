@@ -26,7 +26,10 @@
 // same --batch-size. Across different batch sizes images agree to fp32 rounding only (latents ~1e-5,
 // pixels identical or +-1 level): OpenBLAS's sgemm rounds a row differently depending on the number of
 // rows M (it is thread-count invariant), so a UNet batch of 2 rows and one of 8 differ in the last bits.
-// Rank 0 writes manifest.jsonl after all ranks finished.
+// One more condition on the CPU backend: OpenBLAS splits large GEMM reductions by thread, so "byte-
+// identical" holds for the same OpenBLAS/OpenMP thread count per process (tests/cli/generate_mpi.sh
+// runs both with OMP_NUM_THREADS=1; mpirun's core binding can otherwise give a rank fewer threads than
+// a lone process). Rank 0 writes manifest.jsonl after all ranks finished.
 //
 // Output folder: NNNNN.png (or .jpg), the 5-digit global image index, written atomically; an existing
 // folder is fine and files of the same name are replaced. With skip_existing, images whose file is
