@@ -35,10 +35,9 @@ int run_generate(int argc, char** argv) {
        "images per UNet batch (2x rows with guidance); changes images only by fp32 rounding")  //
       ("format", po::value<std::string>()->default_value("png"), "png | jpg")                  //
       ("quality", po::value<int>()->default_value(95), "JPEG quality 1..100")                  //
-      (
-          "init-latents", po::value<std::string>()->default_value(""),
-          "safetensors file with tensor \"latents\" [N, C, h, w] (PyTorch layout, unscaled); image i uses "
-          "row i")  //
+      ("init-latents", po::value<std::string>()->default_value(""),
+       "safetensors file with tensor \"latents\" [N, C, h, w] (PyTorch layout, unscaled); image i uses "
+       "row i")  //
       ("skip-existing", po::bool_switch(),
        "keep images already in --out (made with the same settings, per manifest.jsonl) and make only the "
        "missing ones")  //

@@ -14,43 +14,62 @@ int run_train_cmd(int argc, char** argv) {
   TrainOptions o;
   std::string seed = "0";
   po::options_description data("model and data");
-  data.add_options()
-      ("model", po::value(&o.model)->required(), "base model: a diffusers folder (model_index.json, unet/, text_encoder/, vae/, scheduler/, tokenizer/)")
-      ("instance-data", po::value(&o.instance)->multitoken()->required(), "instance shards from 'dreambooth prepare': files, globs or folders of *.h5 (repeatable)")
-      ("class-data", po::value(&o.class_data)->multitoken(), "class (prior-preservation) shards, same forms; without it prior preservation is off")
-      ("out", po::value(&o.out)->required(), "output folder: the tuned pipeline (diffusers layout), checkpoint-STEP/ folders and metrics.jsonl")
-      ("no-cached-latents", "VAE-encode the pixels every step even when the shards hold cached latent moments");
+  data.add_options()("model", po::value(&o.model)->required(),
+                     "base model: a diffusers folder (model_index.json, unet/, text_encoder/, vae/, "
+                     "scheduler/, tokenizer/)")(
+      "instance-data", po::value(&o.instance)->multitoken()->required(),
+      "instance shards from 'dreambooth prepare': files, globs or folders of *.h5 (repeatable)")(
+      "class-data", po::value(&o.class_data)->multitoken(),
+      "class (prior-preservation) shards, same forms; without it prior preservation is off")(
+      "out", po::value(&o.out)->required(),
+      "output folder: the tuned pipeline (diffusers layout), checkpoint-STEP/ folders and metrics.jsonl")(
+      "no-cached-latents",
+      "VAE-encode the pixels every step even when the shards hold cached latent moments");
   po::options_description train("training");
-  train.add_options()
-      ("batch-size", po::value(&o.batch_size)->default_value(1), "pairs (instance + class image) per rank per step")
-      ("seed", po::value(&seed)->default_value("0"), "seed of every random draw (data order, noise, timesteps, latent samples)")
-      ("max-steps", po::value(&o.max_steps)->default_value(0), "optimizer steps to train (0: from --epochs, or 800 when neither is given)")
-      ("epochs", po::value(&o.epochs)->default_value(0), "epochs to train when --max-steps is 0 (an epoch = max(instance, class) pairs)")
-      ("gradient-accumulation-steps", po::value(&o.gradient_accumulation_steps)->default_value(1), "micro-batches per optimizer step")
-      ("prior-loss-weight", po::value(&o.prior_loss_weight)->default_value(1.0f, "1.0"), "weight of the class (prior) loss")
-      ("no-train-text-encoder", "freeze the text encoder (train the UNet only)")
-      ("snr-gamma", po::value(&o.snr_gamma)->default_value(0.f, "0 (off)"), "min-SNR-gamma loss weighting of the instance samples (5.0 is the paper's value)")
-      ("offset-noise", "add 0.1 x per-channel offset noise (train_dreambooth.py --offset_noise)")
-      ("max-grad-norm", po::value(&o.max_grad_norm)->default_value(1.0f, "1.0"), "clip the global gradient norm (UNet + text encoder) to this (0: no clipping)")
-      ("max-nonfinite-steps", po::value(&o.max_nonfinite_steps)->default_value(5), "stop with an error after this many non-finite steps in a row (each is skipped)");
+  train.add_options()("batch-size", po::value(&o.batch_size)->default_value(1),
+                      "pairs (instance + class image) per rank per step")(
+      "seed", po::value(&seed)->default_value("0"),
+      "seed of every random draw (data order, noise, timesteps, latent samples)")(
+      "max-steps", po::value(&o.max_steps)->default_value(0),
+      "optimizer steps to train (0: from --epochs, or 800 when neither is given)")(
+      "epochs", po::value(&o.epochs)->default_value(0),
+      "epochs to train when --max-steps is 0 (an epoch = max(instance, class) pairs)")(
+      "gradient-accumulation-steps", po::value(&o.gradient_accumulation_steps)->default_value(1),
+      "micro-batches per optimizer step")("prior-loss-weight",
+                                          po::value(&o.prior_loss_weight)->default_value(1.0f, "1.0"),
+                                          "weight of the class (prior) loss")(
+      "no-train-text-encoder", "freeze the text encoder (train the UNet only)")(
+      "snr-gamma", po::value(&o.snr_gamma)->default_value(0.f, "0 (off)"),
+      "min-SNR-gamma loss weighting of the instance samples (5.0 is the paper's value)")(
+      "offset-noise", "add 0.1 x per-channel offset noise (train_dreambooth.py --offset_noise)")(
+      "max-grad-norm", po::value(&o.max_grad_norm)->default_value(1.0f, "1.0"),
+      "clip the global gradient norm (UNet + text encoder) to this (0: no clipping)")(
+      "max-nonfinite-steps", po::value(&o.max_nonfinite_steps)->default_value(5),
+      "stop with an error after this many non-finite steps in a row (each is skipped)");
   po::options_description optim("optimizer");
-  optim.add_options()
-      ("lr", po::value(&o.lr)->default_value(5e-6f, "5e-6"), "learning rate")
-      ("adam-beta1", po::value(&o.adam_beta1)->default_value(0.9, "0.9"), "AdamW beta1")
-      ("adam-beta2", po::value(&o.adam_beta2)->default_value(0.999, "0.999"), "AdamW beta2")
-      ("adam-epsilon", po::value(&o.adam_epsilon)->default_value(1e-8, "1e-8"), "AdamW epsilon")
-      ("weight-decay", po::value(&o.weight_decay)->default_value(1e-2, "1e-2"), "AdamW decoupled weight decay")
-      ("lr-scheduler", po::value(&o.lr_scheduler)->default_value("constant"), "constant | constant_with_warmup | linear | cosine")
-      ("lr-warmup-steps", po::value(&o.lr_warmup_steps)->default_value(0), "linear warmup steps of the schedule");
+  optim.add_options()("lr", po::value(&o.lr)->default_value(5e-6f, "5e-6"), "learning rate")(
+      "adam-beta1", po::value(&o.adam_beta1)->default_value(0.9, "0.9"), "AdamW beta1")(
+      "adam-beta2", po::value(&o.adam_beta2)->default_value(0.999, "0.999"), "AdamW beta2")(
+      "adam-epsilon", po::value(&o.adam_epsilon)->default_value(1e-8, "1e-8"), "AdamW epsilon")(
+      "weight-decay", po::value(&o.weight_decay)->default_value(1e-2, "1e-2"),
+      "AdamW decoupled weight decay")("lr-scheduler", po::value(&o.lr_scheduler)->default_value("constant"),
+                                      "constant | constant_with_warmup | linear | cosine")(
+      "lr-warmup-steps", po::value(&o.lr_warmup_steps)->default_value(0),
+      "linear warmup steps of the schedule");
   po::options_description io("checkpoints, output and logging");
-  io.add_options()
-      ("save-dtype", po::value(&o.save_dtype)->default_value("fp32"), "dtype of the saved pipeline's weights: fp32 | fp16 | bf16 (checkpoints are always fp32)")
-      ("checkpoint-every", po::value(&o.checkpoint_every)->default_value(500), "write OUT/checkpoint-STEP every N steps (0: never)")
-      ("keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(0), "keep only the newest K checkpoints (0: keep all)")
-      ("resume", po::value(&o.resume), "resume from 'latest' (the newest checkpoint in OUT) or a checkpoint folder PATH")
-      ("metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")
-      ("progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"), "progress line on stderr at most this often (0: every step)")
-      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (training runs on the CPU reference for now)");
+  io.add_options()("save-dtype", po::value(&o.save_dtype)->default_value("fp32"),
+                   "dtype of the saved pipeline's weights: fp32 | fp16 | bf16 (checkpoints are always fp32)")(
+      "checkpoint-every", po::value(&o.checkpoint_every)->default_value(500),
+      "write OUT/checkpoint-STEP every N steps (0: never)")(
+      "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(0),
+      "keep only the newest K checkpoints (0: keep all)")(
+      "resume", po::value(&o.resume),
+      "resume from 'latest' (the newest checkpoint in OUT) or a checkpoint folder PATH")(
+      "metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")(
+      "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
+      "progress line on stderr at most this often (0: every step)")(
+      "device", po::value(&o.device)->default_value("auto"),
+      "auto | cpu | cuda (training runs on the CPU reference for now)");
   po::options_description all("options");
   all.add(data).add(train).add(optim).add(io);
   po::variables_map vm;
@@ -74,8 +93,10 @@ int run_train_cmd(int argc, char** argv) {
   o.train_text_encoder = !vm.count("no-train-text-encoder");
   o.offset_noise = vm.count("offset-noise") > 0;
   o.use_cached_latents = !vm.count("no-cached-latents");
-  if (o.batch_size < 1) throw UsageError(str_cat("train: --batch-size must be >= 1 (got ", o.batch_size, ")"));
-  if (o.gradient_accumulation_steps < 1) throw UsageError("train: --gradient-accumulation-steps must be >= 1");
+  if (o.batch_size < 1)
+    throw UsageError(str_cat("train: --batch-size must be >= 1 (got ", o.batch_size, ")"));
+  if (o.gradient_accumulation_steps < 1)
+    throw UsageError("train: --gradient-accumulation-steps must be >= 1");
   if (o.max_steps < 0 || o.epochs < 0) throw UsageError("train: --max-steps and --epochs must be >= 0");
   if (o.checkpoint_every < 0 || o.keep_checkpoints < 0)
     throw UsageError("train: --checkpoint-every and --keep-checkpoints must be >= 0");

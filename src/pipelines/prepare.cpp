@@ -121,6 +121,8 @@ std::vector<std::string> list_image_files(const std::string& dir) {
     DB_CHECK(!ec, "images folder ", dir, ": cannot list (", ec.message(), ")");
     const std::string name = it->path().filename().string();
     if (name.empty() || name[0] == '.') continue;
+    // `dreambooth generate` writes its manifest beside the class images it makes: not a bad image.
+    if (name == "manifest.jsonl") continue;
     std::error_code ec2;
     if (!it->is_regular_file(ec2)) continue;  // follows symlinks; folders and devices are ignored
     names.push_back(name);

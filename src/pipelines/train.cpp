@@ -64,7 +64,9 @@ void write_checkpoint(const std::string& out, int64_t step, const TrainState& st
   save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_reg,
                  st.te_p, DType::F32);
   write_safetensors(dir.path() + "/optimizer.safetensors",
-                    {{"unet.m", st.unet_m}, {"unet.v", st.unet_v}, {"text_encoder.m", st.te_m},
+                    {{"unet.m", st.unet_m},
+                     {"unet.v", st.unet_v},
+                     {"text_encoder.m", st.te_m},
                      {"text_encoder.v", st.te_v}},
                     {{"adam_step", std::to_string(st.adam_step)}});
   write_json_file(dir.path() + "/state.json", state);  // the marker: written last
@@ -142,7 +144,6 @@ void trim_metrics(const std::string& path, int64_t keep_through_step) {
   fs::rename(tmp, path);
 }
 
-
 }  // namespace
 
 TrainResult run_train(const TrainOptions& o) {
@@ -198,8 +199,9 @@ TrainResult run_train(const TrainOptions& o) {
   }
   // All ranks must agree on where they are.
   for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step})
-    DB_CHECK(allreduce_max(v) == v && -allreduce_max(-v) == v, "train: ranks disagree on the resumed step, data ",
-             "cursor or optimizer step (is ", o.out, " on a shared file system?)");
+    DB_CHECK(allreduce_max(v) == v && -allreduce_max(-v) == v,
+             "train: ranks disagree on the resumed step, data ", "cursor or optimizer step (is ", o.out,
+             " on a shared file system?)");
 
   DataLoaderOptions lo;
   lo.instance = o.instance;
@@ -216,7 +218,8 @@ TrainResult run_train(const TrainOptions& o) {
            " examples make no full global batch of ", loader.global_batch(), " (batch size ", o.batch_size,
            " x ", w.size, " ranks); lower --batch-size");
   int64_t total = o.max_steps;
-  if (total <= 0) total = o.epochs > 0 ? std::max<int64_t>(1, o.epochs * loader.batches_per_epoch() / accum) : 800;
+  if (total <= 0)
+    total = o.epochs > 0 ? std::max<int64_t>(1, o.epochs * loader.batches_per_epoch() / accum) : 800;
 
   StepOptions so;
   so.prior_loss_weight = o.prior_loss_weight;
@@ -321,33 +324,44 @@ TrainResult run_train(const TrainOptions& o) {
         log_warn("train: step ", step, ": non-finite loss (", losses[0], ") or gradient norm (", ur.grad_norm,
                  "); update skipped (", consecutive_bad, " in a row, limit ", o.max_nonfinite_steps, ")");
       if (consecutive_bad >= o.max_nonfinite_steps)
-        throw AgreedError(str_cat("train: ", consecutive_bad, " non-finite steps in a row (last at step ", step,
-                                  "); stopping without writing a checkpoint or output. Lower --lr, check the data, "
-                                  "or resume from the last checkpoint in ", o.out),
-                          w.is_root());
+        throw AgreedError(
+            str_cat("train: ", consecutive_bad, " non-finite steps in a row (last at step ", step,
+                    "); stopping without writing a checkpoint or output. Lower --lr, check the data, "
+                    "or resume from the last checkpoint in ",
+                    o.out),
+            w.is_root());
     }
     const double dt = now_s() - t0;
     ema_step = ema_step == 0 ? dt : 0.8 * ema_step + 0.2 * dt;
     res.last_loss = losses[0];
     if (w.is_root()) {
-      nlohmann::json m = {{"step", step},         {"loss", losses[0]},     {"loss_instance", losses[1]},
-                          {"loss_prior", losses[2]}, {"lr", ur.lr},          {"grad_norm", ur.grad_norm},
-                          {"skipped", !ur.applied}, {"step_time_s", dt},      {"data_wait_s", wait},
+      nlohmann::json m = {{"step", step},
+                          {"loss", losses[0]},
+                          {"loss_instance", losses[1]},
+                          {"loss_prior", losses[2]},
+                          {"lr", ur.lr},
+                          {"grad_norm", ur.grad_norm},
+                          {"skipped", !ur.applied},
+                          {"step_time_s", dt},
+                          {"data_wait_s", wait},
                           {"rss_mb", rss_mb()}};
       metrics << m.dump() << "\n" << std::flush;
       const double t = now_s();
-      if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total || step == res.start_step + 1) {
+      if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total ||
+          step == res.start_step + 1) {
         last_print = t;
-        std::fprintf(stderr,
-                     "train: step %lld/%lld  loss %.4f (inst %.4f prior %.4f)  lr %.2e  grad_norm %.3f  %.2f s/step  "
-                     "%.1f samples/s  ETA %s\n",
-                     (long long)step, (long long)total, losses[0], losses[1], losses[2], double(ur.lr), ur.grad_norm,
-                     ema_step, double(samples_per_step) / std::max(ema_step, 1e-9),
-                     hms(ema_step * double(total - step)).c_str());
+        std::fprintf(
+            stderr,
+            "train: step %lld/%lld  loss %.4f (inst %.4f prior %.4f)  lr %.2e  grad_norm %.3f  %.2f s/step  "
+            "%.1f samples/s  ETA %s\n",
+            (long long)step, (long long)total, losses[0], losses[1], losses[2], double(ur.lr), ur.grad_norm,
+            ema_step, double(samples_per_step) / std::max(ema_step, 1e-9),
+            hms(ema_step * double(total - step)).c_str());
       }
     }
     if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && consecutive_bad > 0) {
-      if (w.is_root()) log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
+      if (w.is_root())
+        log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
     } else if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) {
       if (w.is_root()) {
         const DataCursor c = loader.cursor();
@@ -357,8 +371,11 @@ TrainResult run_train(const TrainOptions& o) {
                             {"seed", o.seed},
                             {"adam_step", st.adam_step},
                             {"consecutive_nonfinite", consecutive_bad},
-                            {"lr_scheduler", {{"name", so.lr.name}, {"base_lr", so.lr.base_lr},
-                                              {"warmup_steps", so.lr.warmup_steps}, {"total_steps", so.lr.total_steps}}},
+                            {"lr_scheduler",
+                             {{"name", so.lr.name},
+                              {"base_lr", so.lr.base_lr},
+                              {"warmup_steps", so.lr.warmup_steps},
+                              {"total_steps", so.lr.total_steps}}},
                             {"world_size", w.size},
                             {"batch_size", o.batch_size},
                             {"gradient_accumulation_steps", accum},
@@ -366,7 +383,8 @@ TrainResult run_train(const TrainOptions& o) {
                             {"model", o.model},
                             {"dreambooth_version", std::string(kVersion)}};
         write_checkpoint(o.out, step, st, base, s);
-        for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints)) log_info("train: removed ", p);
+        for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
+          log_info("train: removed ", p);
         log_info("train: wrote ", o.out, "/", checkpoint_name(step));
       }
       barrier();
@@ -379,8 +397,8 @@ TrainResult run_train(const TrainOptions& o) {
   res.end_step = step;
   if (w.is_root()) {
     write_pipeline(o.out, st, base, save_dtype);
-    log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ", res.skipped_steps,
-             " steps skipped)");
+    log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
+             res.skipped_steps, " steps skipped)");
   }
   barrier();
   return res;

@@ -158,7 +158,8 @@ UpdateResult apply_update(TrainState& st, const StepOptions& opt, int64_t step, 
   return r;
 }
 
-Tensor latents_from_moments(const Tensor& mean, const Tensor& logvar, const Tensor& eps, float scaling_factor) {
+Tensor latents_from_moments(const Tensor& mean, const Tensor& logvar, const Tensor& eps,
+                            float scaling_factor) {
   DB_CHECK(mean.shape() == logvar.shape() && mean.shape() == eps.shape(), "latents: moments ",
            shape_str(mean.shape()), " / ", shape_str(logvar.shape()), " vs eps ", shape_str(eps.shape()));
   Tensor out = Tensor::empty(mean.shape());

@@ -74,7 +74,8 @@ void expect_updates(const Golden& tr, const std::string& prefix, const ParamRegi
                     const Tensor& p3, double lr, UpdateStats& st) {
   double gscale = 0;
   for (const ParamInfo& info : reg.params())
-    gscale = std::max(gscale, db::test::diff(tr["grad." + prefix + info.name], Tensor::zeros(info.torch_shape)).max_abs);
+    gscale = std::max(
+        gscale, db::test::diff(tr["grad." + prefix + info.name], Tensor::zeros(info.torch_shape)).max_abs);
   for (const ParamInfo& info : reg.params()) {
     const std::string key = "step3." + prefix + info.name;
     if (!tr.has(key)) continue;
@@ -160,10 +161,11 @@ TEST(Train, ThreeStepsMatchHarness) {
     for (int step = 0; step < 3; ++step) {
       const LossParts lp = forward_backward(ctx, st, sched, mb, opt);
       const UpdateResult ur = apply_update(st, opt, step, std::isfinite(lp.loss));
-      std::printf("  step %d  loss %.7f (ref %.7f, rel %.1e)  inst %.7f  prior %.7f  grad_norm %.6f (ref %.6f, "
-                  "rel %.1e)\n",
-                  step, lp.loss, L.f32()[step], rel(lp.loss, L.f32()[step]), lp.instance, lp.prior,
-                  ur.grad_norm, N.f32()[step], rel(ur.grad_norm, N.f32()[step]));
+      std::printf(
+          "  step %d  loss %.7f (ref %.7f, rel %.1e)  inst %.7f  prior %.7f  grad_norm %.6f (ref %.6f, "
+          "rel %.1e)\n",
+          step, lp.loss, L.f32()[step], rel(lp.loss, L.f32()[step]), lp.instance, lp.prior, ur.grad_norm,
+          N.f32()[step], rel(ur.grad_norm, N.f32()[step]));
       EXPECT_TRUE(ur.applied);
       EXPECT_LE(rel(lp.loss, L.f32()[step]), 1e-4) << name << " step " << step;
       EXPECT_LE(rel(lp.instance, Li.f32()[step]), 1e-4) << name << " step " << step;

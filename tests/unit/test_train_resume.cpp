@@ -72,7 +72,8 @@ std::vector<double> losses(const std::string& metrics) {
 
 TEST(TrainPipeline, ResumeIsBitIdentical) {
   if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  const std::string tmp = (fs::temp_directory_path() / ("db_train_resume_" + std::to_string(::getpid()))).string();
+  const std::string tmp =
+      (fs::temp_directory_path() / ("db_train_resume_" + std::to_string(::getpid()))).string();
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);
@@ -106,9 +107,10 @@ TEST(TrainPipeline, ResumeIsBitIdentical) {
   EXPECT_EQ(rb.start_step, 3);
   EXPECT_EQ(rb.end_step, 6);
 
-  for (const char* f : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-                        "checkpoint-6/optimizer.safetensors", "checkpoint-6/unet/diffusion_pytorch_model.safetensors",
-                        "checkpoint-3/optimizer.safetensors"})
+  for (const char* f :
+       {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+        "checkpoint-6/optimizer.safetensors", "checkpoint-6/unet/diffusion_pytorch_model.safetensors",
+        "checkpoint-3/optimizer.safetensors"})
     EXPECT_TRUE(slurp(a.out + "/" + f) == slurp(b.out + "/" + f)) << f << " differs after resume";
   const nlohmann::json sa = nlohmann::json::parse(slurp(a.out + "/checkpoint-6/state.json"));
   const nlohmann::json sb = nlohmann::json::parse(slurp(b.out + "/checkpoint-6/state.json"));
@@ -125,7 +127,8 @@ TEST(TrainPipeline, ResumeIsBitIdentical) {
 // Too many non-finite steps in a row: an error naming the count, no checkpoint, no output.
 TEST(TrainPipeline, NonFiniteStepsStop) {
   if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  const std::string tmp = (fs::temp_directory_path() / ("db_train_nan_" + std::to_string(::getpid()))).string();
+  const std::string tmp =
+      (fs::temp_directory_path() / ("db_train_nan_" + std::to_string(::getpid()))).string();
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);

@@ -5,7 +5,8 @@
 //   o.out = "data/instance.h5";
 //   PrepareResult r = prepare(o);
 //
-// Inputs: every regular, non-hidden file directly in images_dir (not recursive), sorted by name
+// Inputs: every regular, non-hidden file directly in images_dir (not recursive; the manifest.jsonl
+// that `generate` writes is ignored), sorted by name
 // (byte order); the format is sniffed from magic bytes. Image i of that list goes to rank i mod N.
 // Each file is read once: the SHA-256 and the decode use the same bytes.
 //

@@ -55,7 +55,7 @@ struct TrainOptions {
   bool train_text_encoder = true;
   int gradient_accumulation_steps = 1;
   int max_nonfinite_steps = 5;
-  double progress_seconds = 2.0;  // progress line at most this often (0: every step)
+  double progress_seconds = 2.0;   // progress line at most this often (0: every step)
   bool use_cached_latents = true;  // false: always VAE-encode the pixels
   // Test hook (also DREAMBOOTH_FAIL_RANK / DREAMBOOTH_FAIL_STEP): throw on this rank at this step.
   int fail_rank = -1;

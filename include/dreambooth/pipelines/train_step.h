@@ -103,7 +103,8 @@ UpdateResult apply_update(TrainState& st, const StepOptions& opt, int64_t step, 
 // ---- building latents ----
 // latents = (mean + exp(0.5 * clamp(logvar, -30, 20)) * eps) * scaling_factor, as diffusers'
 // DiagonalGaussianDistribution.sample() then * vae.config.scaling_factor. All [S, h, w, C].
-Tensor latents_from_moments(const Tensor& mean, const Tensor& logvar, const Tensor& eps, float scaling_factor);
+Tensor latents_from_moments(const Tensor& mean, const Tensor& logvar, const Tensor& eps,
+                            float scaling_factor);
 // eps for latents_from_moments: sample b uses PhiloxStream(seed, LatentSample, step, slot[b]).normal(e).
 Tensor draw_latent_eps(uint64_t seed, uint32_t step, const std::vector<int64_t>& slots, const Shape& shape);
 // Splits VAE moments [S, h, w, 2C] (mean channels first, then logvar) into two [S, h, w, C] tensors.
