@@ -7,7 +7,7 @@
 #   4. train (prior preservation)        -> $TUNED_MODEL_DIR (a diffusers folder)
 #   5. generate with the tuned model     -> $IMAGES_NEW_DIR ("photo of a unqtkn dog in a bucket")
 #
-# Defaults run on the CPU with the tiny `sd1-tiny` architecture in a few minutes; for real work set
+# Defaults run on the CPU with the tiny `sd1-tiny` architecture in seconds; for real work set
 # ORIG_MODEL_PATH to a Stable Diffusion folder and raise the counts (the Ray example: 200 class images,
 # 50 PNDM steps, guidance 7.5, 800 training steps, lr 5e-6, batch 1 pair per worker).
 #
