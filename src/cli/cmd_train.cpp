@@ -81,7 +81,7 @@ int run_train_cmd(int argc, char** argv) {
       "sampling steps per image (the model's scheduler, guidance 7.5). The last step's images equal,\n"
       "byte for byte with fp32 --save-dtype, those of: dreambooth generate --model OUT --prompt P\n"
       "--num-images K --steps S --seed VSEED, where VSEED = the 'seed' in the folder's manifest.jsonl\n"
-      "(SplitMix64 of --seed XOR 0x76616c6964617469, the same for every step)");
+      "(low 53 bits of SplitMix64(--seed XOR 0x76616c6964617469), the same for every step)");
   po::options_description all("options");
   all.add(data).add(train).add(optim).add(io).add(val);
   po::variables_map vm;

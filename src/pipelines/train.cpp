@@ -156,7 +156,7 @@ uint64_t validation_seed(uint64_t seed) {
   z += 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  return (z ^ (z >> 31)) & ((uint64_t(1) << 53) - 1);  // exact as a double: jq / JavaScript read it
 }
 
 TrainResult run_train(const TrainOptions& o) {

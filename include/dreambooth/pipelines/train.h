@@ -99,8 +99,9 @@ class AgreedError : public Error {
 
 TrainResult run_train(const TrainOptions& opt);
 
-// The seed of the validation images: SplitMix64 of (seed XOR "validati"), a fixed function of --seed
-// (the same for every validation step, so successive steps start from the same noise).
+// The seed of the validation images: SplitMix64 of (seed XOR "validati"), low 53 bits (so manifest.jsonl's
+// number reads back exactly in jq / JavaScript), a fixed function of --seed (the same for every
+// validation step, so successive steps start from the same noise).
 uint64_t validation_seed(uint64_t seed);
 
 }  // namespace db
