@@ -71,16 +71,17 @@ int run_train_cmd(int argc, char** argv) {
       "device", po::value(&o.device)->default_value("auto"),
       "auto | cpu | cuda (training runs on the CPU reference for now)");
   po::options_description val("validation images (rank 0, with the weights being trained)");
-  val.add_options()("validation-prompt", po::value(&o.validation_prompt),
-                    "make images of this prompt every --validation-every steps and after the last step, "
-                    "into OUT/validation/step-STEP/ (NNNNN.png + manifest.jsonl); training is unchanged by it")(
+  val.add_options()(
+      "validation-prompt", po::value(&o.validation_prompt),
+      "make images of this prompt every --validation-every steps and after the last step, "
+      "into OUT/validation/step-STEP/ (NNNNN.png + manifest.jsonl); training is unchanged by it")(
       "validation-every", po::value(&o.validation_every)->default_value(0),
       "steps between validations (>= 1; required with --validation-prompt)")(
       "validation-images", po::value(&o.validation_images)->default_value(2), "images per validation")(
       "validation-steps", po::value(&o.validation_steps)->default_value(25),
-      "sampling steps per image (the model's scheduler, guidance 7.5). The last step's images equal,\n"
-      "byte for byte with fp32 --save-dtype, those of: dreambooth generate --model OUT --prompt P\n"
-      "--num-images K --steps S --seed VSEED, where VSEED = the 'seed' in the folder's manifest.jsonl\n"
+      "sampling steps per image (the model's scheduler, guidance 7.5). The last step's images equal, "
+      "byte for byte with fp32 --save-dtype, those of: dreambooth generate --model OUT --prompt P "
+      "--num-images K --steps S --seed VSEED, where VSEED = the 'seed' in the folder's manifest.jsonl "
       "(low 53 bits of SplitMix64(--seed XOR 0x76616c6964617469), the same for every step)");
   po::options_description all("options");
   all.add(data).add(train).add(optim).add(io).add(val);

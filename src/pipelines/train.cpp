@@ -180,7 +180,8 @@ TrainResult run_train(const TrainOptions& o) {
              o.validation_every, ")");
     DB_CHECK(o.validation_images >= 1, "train: --validation-images must be >= 1 (got ", o.validation_images,
              ")");
-    DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps, ")");
+    DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps,
+             ")");
   }
   const DType save_dtype = dtype_from_name(o.save_dtype);
   DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,

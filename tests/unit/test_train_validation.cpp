@@ -108,11 +108,12 @@ TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
   b.validation_steps = 4;
   run_train(b);
 
-  // Training is bit-identical: the saved weights, the checkpoint's weights and AdamW moments, metrics' losses.
-  for (const char* f : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-                        "checkpoint-4/optimizer.safetensors",
-                        "checkpoint-4/unet/diffusion_pytorch_model.safetensors",
-                        "checkpoint-4/text_encoder/model.safetensors"})
+  // Training is bit-identical: the saved weights, the checkpoint's weights and AdamW moments, metrics'
+  // losses.
+  for (const char* f :
+       {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+        "checkpoint-4/optimizer.safetensors", "checkpoint-4/unet/diffusion_pytorch_model.safetensors",
+        "checkpoint-4/text_encoder/model.safetensors"})
     EXPECT_TRUE(slurp(a.out + "/" + f) == slurp(b.out + "/" + f)) << f << " differs with validation on";
   EXPECT_FALSE(fs::exists(a.out + "/validation"));
 
@@ -148,7 +149,8 @@ TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
     EXPECT_EQ(n, 2);
   }
   // Weights moved between steps 2 and 4, and the images show it.
-  EXPECT_FALSE(slurp(b.out + "/validation/step-2/00000.png") == slurp(b.out + "/validation/step-4/00000.png"));
+  EXPECT_FALSE(slurp(b.out + "/validation/step-2/00000.png") ==
+               slurp(b.out + "/validation/step-4/00000.png"));
 
   // The documented equivalent: generate from the saved pipeline with the recorded seed.
   GenerateOptions g;
