@@ -252,10 +252,19 @@ TrainResult run_train(const TrainOptions& o) {
   so.lr = make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, total);
   const float offset = o.offset_noise ? kDreamboothOffsetNoise : 0.f;
 
-  // Lazily built VAE encoder for shards without cached latents.
+  // The frozen base VAE, loaded on first use: the encoder for shards without cached latents, the
+  // decoder for validation images.
   std::unique_ptr<AutoencoderKL> vae;
   ParamRegistry vae_reg;
   Tensor vae_p;
+  auto ensure_vae = [&]() -> AutoencoderKL& {
+    if (!vae) {
+      vae_reg = base.registry(Component::Vae);
+      vae_p = base.load(Component::Vae, vae_reg);
+      vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
+    }
+    return *vae;
+  };
 
   const std::string metrics_path = o.metrics.empty() ? o.out + "/metrics.jsonl" : o.metrics;
   std::ofstream metrics;
@@ -280,21 +289,12 @@ TrainResult run_train(const TrainOptions& o) {
   const int fail_rank = fr ? std::atoi(fr) : o.fail_rank;
   const int64_t fail_step = fsx ? std::atoll(fsx) : o.fail_step;
 
-  // Validation images (rank 0): generate over the trained models in memory and the base VAE, loaded
-  // once on first use.
-  std::unique_ptr<AutoencoderKL> val_vae;
-  ParamRegistry val_vae_reg;
-  Tensor val_vae_p;
+  // Validation images (rank 0): generate over the trained models in memory and the base VAE.
   std::unique_ptr<GenerateModels> val_models;
   auto run_validation = [&](int64_t at_step) {
     if (w.is_root()) {
       const double tv = now_s();
-      if (!val_models) {
-        val_vae_reg = base.registry(Component::Vae);
-        val_vae_p = base.load(Component::Vae, val_vae_reg);
-        val_vae = std::make_unique<AutoencoderKL>(base.vae, val_vae_reg, val_vae_p);
-        val_models = borrow_generate_models(base, *st.te, *st.unet, *val_vae);
-      }
+      if (!val_models) val_models = borrow_generate_models(base, *st.te, *st.unet, ensure_vae());
       const std::string dir = validation_dir(o.out, at_step);
       fs::create_directories(o.out + "/validation");
       AtomicDir tmp(dir);
@@ -341,14 +341,7 @@ TrainResult run_train(const TrainOptions& o) {
       mb.prior = b.prior;
       mb.ids = b.prompt_ids;
       Tensor mean = b.latent_mean, logvar = b.latent_logvar;
-      if (!b.latents) {
-        if (!vae) {
-          vae_reg = base.registry(Component::Vae);
-          vae_p = base.load(Component::Vae, vae_reg);
-          vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
-        }
-        split_moments(vae->encode(ctx, b.pixels), &mean, &logvar);
-      }
+      if (!b.latents) split_moments(ensure_vae().encode(ctx, b.pixels), &mean, &logvar);
       mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
                                         base.vae.scaling_factor);
       mb.noise = Tensor::empty(mean.shape());
