@@ -53,6 +53,20 @@ done
   --validation-prompt x 2> "$tmp/bad.log" && fail "--validation-prompt without --validation-every accepted"
 grep -q -- "--validation-every must be >= 1" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "no usage message"; }
 
+# Under mpirun (when there is one): rank 0 makes the images while rank 1 waits; no hang, one writer.
+if command -v mpirun > /dev/null; then
+  timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" train \
+    --model "$tmp/base" --instance-data "$tmp/inst.h5" --out "$tmp/np2" --max-steps 2 --seed 7 \
+    --validation-prompt "photo of unqtkn dog" --validation-every 1 --validation-steps 2 \
+    > "$tmp/np2.log" 2>&1 || { cat "$tmp/np2.log"; fail "train -np 2 with validation"; }
+  [ "$(grep -c '^validation: step' "$tmp/np2.log")" = 2 ] || { cat "$tmp/np2.log"; fail "-np 2: validation lines"; }
+  for s in 1 2; do
+    [ -f "$tmp/np2/validation/step-$s/00001.png" ] || fail "-np 2: missing validation/step-$s/00001.png"
+  done
+else
+  echo "SKIPPED: validation under mpirun (no mpirun)"
+fi
+
 m=$tmp/out/metrics.jsonl
 [ "$(wc -l < "$m")" = 20 ] || fail "metrics: $(wc -l < "$m") lines, expected 20"
 for k in step loss loss_instance loss_prior lr grad_norm step_time_s data_wait_s rss_mb; do
