@@ -70,8 +70,21 @@ int run_train_cmd(int argc, char** argv) {
       "progress line on stderr at most this often (0: every step)")(
       "device", po::value(&o.device)->default_value("auto"),
       "auto | cpu | cuda (training runs on the CPU reference for now)");
+  po::options_description val("validation images (rank 0, with the weights being trained)");
+  val.add_options()(
+      "validation-prompt", po::value(&o.validation_prompt),
+      "make images of this prompt every --validation-every steps and after the last step, "
+      "into OUT/validation/step-STEP/ (NNNNN.png + manifest.jsonl); training is unchanged by it")(
+      "validation-every", po::value(&o.validation_every)->default_value(0),
+      "steps between validations (>= 1; required with --validation-prompt)")(
+      "validation-images", po::value(&o.validation_images)->default_value(2), "images per validation")(
+      "validation-steps", po::value(&o.validation_steps)->default_value(25),
+      "sampling steps per image (the model's scheduler, guidance 7.5). The last step's images equal, "
+      "byte for byte with fp32 --save-dtype, those of: dreambooth generate --model OUT --prompt P "
+      "--num-images K --steps S --seed VSEED, where VSEED = the 'seed' in the folder's manifest.jsonl "
+      "(low 53 bits of SplitMix64(--seed XOR 0x76616c6964617469), the same for every step)");
   po::options_description all("options");
-  all.add(data).add(train).add(optim).add(io);
+  all.add(data).add(train).add(optim).add(io).add(val);
   po::variables_map vm;
   if (!parse_command_line(
           argc, argv,
@@ -100,6 +113,13 @@ int run_train_cmd(int argc, char** argv) {
   if (o.max_steps < 0 || o.epochs < 0) throw UsageError("train: --max-steps and --epochs must be >= 0");
   if (o.checkpoint_every < 0 || o.keep_checkpoints < 0)
     throw UsageError("train: --checkpoint-every and --keep-checkpoints must be >= 0");
+  if (!o.validation_prompt.empty() && o.validation_every < 1)
+    throw UsageError(str_cat("train: --validation-every must be >= 1 with --validation-prompt (got ",
+                             o.validation_every, ")"));
+  if (o.validation_prompt.empty() && vm.count("validation-every") && !vm["validation-every"].defaulted())
+    throw UsageError("train: --validation-every needs --validation-prompt");
+  if (o.validation_images < 1 || o.validation_steps < 1)
+    throw UsageError("train: --validation-images and --validation-steps must be >= 1");
   try {
     const TrainResult r = run_train(o);
     if (world().is_root())

@@ -329,7 +329,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   // row counts; see the header). Images kept with skip_existing are left out of their batch.
   std::vector<std::vector<uint32_t>> batches;
   const int bs = o.batch_size;
-  for (int k = w.rank; int64_t(k) * bs < o.num_images; k += w.size) {
+  const int my_rank = o.this_rank_only ? 0 : w.rank, n_ranks = o.this_rank_only ? 1 : w.size;
+  for (int k = my_rank; int64_t(k) * bs < o.num_images; k += n_ranks) {
     std::vector<uint32_t> batch;
     for (int i = k * bs; i < std::min(o.num_images, (k + 1) * bs); ++i) {
       if (!out.empty() && o.skip_existing) {
@@ -363,7 +364,7 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   Tensor ids = Tensor::empty({int64_t(texts.size()), T}, DType::I32);
   for (size_t k = 0; k < texts.size(); ++k) {
     ClipEncoding e = tok.encode(texts[k]);
-    if (e.truncated && w.is_root())
+    if (e.truncated && (o.this_rank_only || w.is_root()))
       log_warn("The following part of your input was truncated because CLIP can only handle sequences up to ",
                T, " tokens: ", tok.decode(e.dropped));
     DB_CHECK(int(e.ids.size()) == T, "generate: tokenizer returned ", e.ids.size(), " ids, expected ", T);
@@ -460,8 +461,8 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
 
   // Manifest: every line is a function of the options and the index, so rank 0 writes it once all ranks
   // are done (the barrier), listing every image in index order.
-  barrier();
-  if (!out.empty() && w.is_root()) {
+  if (!o.this_rank_only) barrier();
+  if (!out.empty() && (o.this_rank_only || w.is_root())) {
     std::string text_out;
     for (int i = 0; i < o.num_images; ++i)
       text_out += manifest_line(o, info, sname, height, width, i).dump() + "\n";

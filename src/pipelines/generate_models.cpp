@@ -75,10 +75,58 @@ class CpuGenerateModels final : public GenerateModels {
   Info info_;
 };
 
+// Borrowed networks (the trainer's): same ops, same model classes, so the same numbers as
+// CpuGenerateModels over the same parameter values.
+class BorrowedGenerateModels final : public GenerateModels {
+ public:
+  BorrowedGenerateModels(const ModelFolder& mf, const ClipTextModel& text, const UNet2DConditionModel& unet,
+                         const AutoencoderKL& vae)
+      : tok_(load_tokenizer(mf)), scheduler_(mf.scheduler), text_(text), unet_(unet), vae_(vae) {
+    DB_CHECK(mf.unet.in_channels == mf.vae.latent_channels && mf.unet.out_channels == mf.vae.latent_channels,
+             mf.dir(), ": unet in/out channels differ from the VAE's latent channels");
+    DB_CHECK(mf.unet.cross_attention_dim == mf.text_encoder.hidden_size, mf.dir(),
+             ": unet cross_attention_dim differs from the text encoder's hidden_size");
+    info_.latent_channels = mf.unet.in_channels;
+    info_.unet_sample_size = mf.unet.sample_size;
+    info_.vae_scale_factor = mf.vae.downscale_factor();
+    info_.scaling_factor = mf.vae.scaling_factor;
+  }
+  const Info& info() const override { return info_; }
+  const ClipTokenizer& tokenizer() const override { return tok_; }
+  const SchedulerConfig& scheduler_config() const override { return scheduler_; }
+  Tensor encode_text(const Tensor& ids) override {
+    Ctx ctx{ops_};
+    return text_.forward(ctx, ids);
+  }
+  Tensor unet(const Tensor& sample, const Tensor& timesteps, const Tensor& ehs) override {
+    Ctx ctx{ops_};
+    return unet_.forward(ctx, sample, timesteps, ehs);
+  }
+  Tensor vae_decode(const Tensor& z) override {
+    Ctx ctx{ops_};
+    return vae_.decode(ctx, z);
+  }
+
+ private:
+  CpuOps ops_;
+  ClipTokenizer tok_;
+  SchedulerConfig scheduler_;
+  const ClipTextModel& text_;
+  const UNet2DConditionModel& unet_;
+  const AutoencoderKL& vae_;
+  Info info_;
+};
+
 }  // namespace
 
 std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir) {
   return std::make_unique<CpuGenerateModels>(model_dir);
+}
+
+std::unique_ptr<GenerateModels> borrow_generate_models(const ModelFolder& mf, const ClipTextModel& text,
+                                                       const UNet2DConditionModel& unet,
+                                                       const AutoencoderKL& vae) {
+  return std::make_unique<BorrowedGenerateModels>(mf, text, unet, vae);
 }
 
 }  // namespace db

@@ -24,6 +24,7 @@
 #include "dreambooth/io/safetensors.h"
 #include "dreambooth/models/vae.h"
 #include "dreambooth/pipelines/data_loader.h"
+#include "dreambooth/pipelines/generate.h"
 #include "dreambooth/pipelines/train_step.h"
 
 namespace fs = std::filesystem;
@@ -144,7 +145,19 @@ void trim_metrics(const std::string& path, int64_t keep_through_step) {
   fs::rename(tmp, path);
 }
 
+std::string validation_dir(const std::string& out, int64_t step) {
+  return out + "/validation/step-" + std::to_string(step);
+}
+
 }  // namespace
+
+uint64_t validation_seed(uint64_t seed) {
+  uint64_t z = seed ^ 0x76616c6964617469ull;  // "validati"
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return (z ^ (z >> 31)) & ((uint64_t(1) << 53) - 1);  // exact as a double: jq / JavaScript read it
+}
 
 TrainResult run_train(const TrainOptions& o) {
   const World& w = world();
@@ -161,6 +174,15 @@ TrainResult run_train(const TrainOptions& o) {
   const BackendKind backend = select_backend(o.device);
   if (backend != BackendKind::CPU)
     log_warn("train: the CUDA training path is not implemented yet; training on the CPU reference");
+  const bool validate = !o.validation_prompt.empty();
+  if (validate) {
+    DB_CHECK(o.validation_every >= 1, "train: --validation-every must be >= 1 with --validation-prompt (got ",
+             o.validation_every, ")");
+    DB_CHECK(o.validation_images >= 1, "train: --validation-images must be >= 1 (got ", o.validation_images,
+             ")");
+    DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps,
+             ")");
+  }
   const DType save_dtype = dtype_from_name(o.save_dtype);
   DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,
            "train: --save-dtype must be fp32, fp16 or bf16 (got ", o.save_dtype, ")");
@@ -230,10 +252,19 @@ TrainResult run_train(const TrainOptions& o) {
   so.lr = make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, total);
   const float offset = o.offset_noise ? kDreamboothOffsetNoise : 0.f;
 
-  // Lazily built VAE encoder for shards without cached latents.
+  // The frozen base VAE, loaded on first use: the encoder for shards without cached latents, the
+  // decoder for validation images.
   std::unique_ptr<AutoencoderKL> vae;
   ParamRegistry vae_reg;
   Tensor vae_p;
+  auto ensure_vae = [&]() -> AutoencoderKL& {
+    if (!vae) {
+      vae_reg = base.registry(Component::Vae);
+      vae_p = base.load(Component::Vae, vae_reg);
+      vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
+    }
+    return *vae;
+  };
 
   const std::string metrics_path = o.metrics.empty() ? o.out + "/metrics.jsonl" : o.metrics;
   std::ofstream metrics;
@@ -257,6 +288,32 @@ TrainResult run_train(const TrainOptions& o) {
   const char* fsx = std::getenv("DREAMBOOTH_FAIL_STEP");
   const int fail_rank = fr ? std::atoi(fr) : o.fail_rank;
   const int64_t fail_step = fsx ? std::atoll(fsx) : o.fail_step;
+
+  // Validation images (rank 0): generate over the trained models in memory and the base VAE.
+  std::unique_ptr<GenerateModels> val_models;
+  auto run_validation = [&](int64_t at_step) {
+    if (w.is_root()) {
+      const double tv = now_s();
+      if (!val_models) val_models = borrow_generate_models(base, *st.te, *st.unet, ensure_vae());
+      const std::string dir = validation_dir(o.out, at_step);
+      fs::create_directories(o.out + "/validation");
+      AtomicDir tmp(dir);
+      GenerateOptions g;
+      g.model = o.out + " (training step " + std::to_string(at_step) + ")";
+      g.prompt = o.validation_prompt;
+      g.num_images = o.validation_images;
+      g.steps = o.validation_steps;
+      g.seed = validation_seed(o.seed);
+      g.out_dir = tmp.path();
+      g.progress = false;
+      g.this_rank_only = true;
+      generate_images(*val_models, g);
+      tmp.commit();
+      std::fprintf(stderr, "validation: step %lld, %d images -> %s, %.1f s\n", (long long)at_step,
+                   o.validation_images, dir.c_str(), now_s() - tv);
+    }
+    barrier();
+  };
 
   CpuOps ops;
   Ctx ctx{ops};
@@ -284,14 +341,7 @@ TrainResult run_train(const TrainOptions& o) {
       mb.prior = b.prior;
       mb.ids = b.prompt_ids;
       Tensor mean = b.latent_mean, logvar = b.latent_logvar;
-      if (!b.latents) {
-        if (!vae) {
-          vae_reg = base.registry(Component::Vae);
-          vae_p = base.load(Component::Vae, vae_reg);
-          vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
-        }
-        split_moments(vae->encode(ctx, b.pixels), &mean, &logvar);
-      }
+      if (!b.latents) split_moments(ensure_vae().encode(ctx, b.pixels), &mean, &logvar);
       mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
                                         base.vae.scaling_factor);
       mb.noise = Tensor::empty(mean.shape());
@@ -389,6 +439,7 @@ TrainResult run_train(const TrainOptions& o) {
       }
       barrier();
     }
+    if (validate && (step % o.validation_every == 0 || step == total)) run_validation(step);
     if (o.stop_after > 0 && step >= o.stop_after) {
       res.end_step = step;
       return res;  // as if killed here (tests)

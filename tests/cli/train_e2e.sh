@@ -2,11 +2,13 @@
 # The CPU acceptance run of `dreambooth train`, through the real binary:
 #   init-model sd1-tiny -> prepare an instance and a class shard from the fixture photos (pixels:
 #   prepare --latents needs a VAE encoder this build lacks, so the trainer VAE-encodes each step)
-#   -> train --max-steps 20 (lr 1e-4, checkpoints every 10, keep 1)
+#   -> train --max-steps 20 (lr 1e-4, checkpoints every 10, keep 1, validation images every 10 steps:
+#   2 images, 3 sampling steps)
 # and checks: the instance loss falls (mean of the last 5 steps' loss_instance < mean of the first 5),
 # every metrics line has the documented fields, only checkpoint-20 is kept, the output loads in diffusers
 # (when the reference venv exists), and `compare BASE OUT` shows the UNet and text encoder changed and
-# the VAE bit-identical. Usage: tests/cli/train_e2e.sh BUILD_DIR
+# the VAE bit-identical; OUT/validation/step-{10,20} hold the images and the last equal `generate` from
+# the output with the manifest's seed; --validation-prompt without --validation-every is a usage error. Usage: tests/cli/train_e2e.sh BUILD_DIR
 set -uo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # predictable on a loaded CI machine (OpenMP barriers spin)
 bin="$1/dreambooth"
@@ -27,10 +29,43 @@ cp $fx/cmyk_53x41.jpg $fx/exif6_40x24.png $fx/graya_70x40.png $fx/rgb16_50x33.pn
 
 "$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tmp/class.h5" \
   --out "$tmp/out" --max-steps 20 --lr 1e-4 --seed 7 --checkpoint-every 10 --keep-checkpoints 1 \
-  --progress-seconds 0 2> "$tmp/train.log" || { cat "$tmp/train.log"; fail "train"; }
+  --progress-seconds 0 --validation-prompt "photo of unqtkn dog" --validation-every 10 \
+  --validation-steps 3 2> "$tmp/train.log" || { cat "$tmp/train.log"; fail "train"; }
 tail -n 3 "$tmp/train.log"
 grep -q "^train: step 20/20 .*loss .*lr .*grad_norm .*s/step .*samples/s .*ETA" "$tmp/train.log" ||
   fail "no progress line for step 20"
+
+for s in 10 20; do
+  grep -q "^validation: step $s, 2 images -> $tmp/out/validation/step-$s, .* s$" "$tmp/train.log" ||
+    fail "no validation line for step $s"
+  for f in 00000.png 00001.png manifest.jsonl; do
+    [ -f "$tmp/out/validation/step-$s/$f" ] || fail "missing validation/step-$s/$f"
+  done
+done
+[ "$(ls "$tmp/out/validation")" = "$(printf 'step-10\nstep-20')" ] || fail "validation folders: $(ls "$tmp/out/validation")"
+vseed=$(jq -r .seed "$tmp/out/validation/step-20/manifest.jsonl" | head -n 1)
+"$bin" generate --model "$tmp/out" --prompt "photo of unqtkn dog" --num-images 2 --steps 3 --seed "$vseed" \
+  --out "$tmp/gen" 2> "$tmp/gen.log" || { cat "$tmp/gen.log"; fail "generate"; }
+for f in 00000.png 00001.png; do
+  cmp -s "$tmp/gen/$f" "$tmp/out/validation/step-20/$f" || fail "generate --seed $vseed: $f differs from validation/step-20"
+done
+"$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --out "$tmp/bad" --max-steps 1 \
+  --validation-prompt x 2> "$tmp/bad.log" && fail "--validation-prompt without --validation-every accepted"
+grep -q -- "--validation-every must be >= 1" "$tmp/bad.log" || { cat "$tmp/bad.log"; fail "no usage message"; }
+
+# Under mpirun (when there is one): rank 0 makes the images while rank 1 waits; no hang, one writer.
+if command -v mpirun > /dev/null; then
+  timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" train \
+    --model "$tmp/base" --instance-data "$tmp/inst.h5" --out "$tmp/np2" --max-steps 2 --seed 7 \
+    --validation-prompt "photo of unqtkn dog" --validation-every 1 --validation-steps 2 \
+    > "$tmp/np2.log" 2>&1 || { cat "$tmp/np2.log"; fail "train -np 2 with validation"; }
+  [ "$(grep -c '^validation: step' "$tmp/np2.log")" = 2 ] || { cat "$tmp/np2.log"; fail "-np 2: validation lines"; }
+  for s in 1 2; do
+    [ -f "$tmp/np2/validation/step-$s/00001.png" ] || fail "-np 2: missing validation/step-$s/00001.png"
+  done
+else
+  echo "SKIPPED: validation under mpirun (no mpirun)"
+fi
 
 m=$tmp/out/metrics.jsonl
 [ "$(wc -l < "$m")" = 20 ] || fail "metrics: $(wc -l < "$m") lines, expected 20"

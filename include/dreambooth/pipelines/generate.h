@@ -57,6 +57,11 @@
 
 namespace db {
 
+class ModelFolder;
+class ClipTextModel;
+class UNet2DConditionModel;
+class AutoencoderKL;
+
 // The three networks and what the pipeline needs to know about a model; a backend implements it
 // (load_generate_models: CPU fp32). All tensors are float32 on the CPU, NHWC.
 class GenerateModels {
@@ -82,6 +87,15 @@ class GenerateModels {
 
 // Loads a diffusers model folder for generation on the CPU (fp32 reference backend).
 std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir);
+
+// Generation with networks that are already in memory (the trainer's validation images): the models
+// are borrowed, not copied, and must outlive the returned object; their parameters are read at each
+// call, so updates to the flat buffers they view are seen. The tokenizer and scheduler come from `mf`
+// (only tokenizer/vocab.json + merges.txt are read; no weights). info().fingerprint is "".
+// Computes exactly what load_generate_models(mf.dir()) computes for the same parameter values.
+std::unique_ptr<GenerateModels> borrow_generate_models(const ModelFolder& mf, const ClipTextModel& text,
+                                                       const UNet2DConditionModel& unet,
+                                                       const AutoencoderKL& vae);
 
 // A cheap, stable identity of a model folder, recorded in manifest.jsonl: SHA-256 over model_index.json,
 // every component's config.json / scheduler_config.json, the tokenizer's vocab.json + merges.txt, and
@@ -112,6 +126,9 @@ struct GenerateOptions {
   // i uses row i, unscaled (multiplied by init_noise_sigma as diffusers does with latents=...).
   std::string init_latents;
   bool progress = true;  // progress lines on stderr
+  // This rank makes every image and writes the manifest, with no collective call (no barrier): for a
+  // caller that runs the pipeline on one rank while the others wait (the trainer's validation images).
+  bool this_rank_only = false;
 
   // ---- test hooks ----
   // Unscaled initial latents NHWC [num_images, h, w, C] instead of Philox / the file.

@@ -21,6 +21,19 @@
 //                               adam_step, lr schedule, world size, batch size, accumulation, ...
 // A resumed run (--resume latest|PATH) restores weights, moments, step and cursor and is bit-identical
 // to an uninterrupted run with the same options (and the same global batch B x world).
+//
+// Validation images (--validation-prompt P --validation-every N): after every N-th optimizer step and
+// after the last one, rank 0 runs the generate pipeline (pipelines/generate.h) on the CURRENT in-memory
+// UNet and text encoder and the frozen base VAE, with the model's default scheduler, guidance 7.5,
+// --validation-steps sampling steps and --validation-images images, seed validation_seed(--seed), and
+// writes OUT/validation/step-STEP/ (NNNNN.png + manifest.jsonl; the folder is built under a temporary
+// name and renamed, so it appears complete or not at all). The other ranks wait at a barrier. The
+// draws are generate's Sampler-purpose streams keyed by image index under the derived seed; training
+// draws none of them and reads no state validation touches, so training is bit-identical with and
+// without validation. The images of the last step equal (byte for byte, fp32 --save-dtype, same thread
+// count) what
+//   dreambooth generate --model OUT --prompt P --num-images K --steps S --seed validation_seed(SEED)
+// makes from the saved pipeline; manifest.jsonl records that seed.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -57,6 +70,10 @@ struct TrainOptions {
   int max_nonfinite_steps = 5;
   double progress_seconds = 2.0;   // progress line at most this often (0: every step)
   bool use_cached_latents = true;  // false: always VAE-encode the pixels
+  std::string validation_prompt;   // "": no validation images
+  int64_t validation_every = 0;    // >= 1 when validation_prompt is set
+  int validation_images = 2;
+  int validation_steps = 25;
   // Test hook (also DREAMBOOTH_FAIL_RANK / DREAMBOOTH_FAIL_STEP): throw on this rank at this step.
   int fail_rank = -1;
   int64_t fail_step = -1;
@@ -81,5 +98,10 @@ class AgreedError : public Error {
 };
 
 TrainResult run_train(const TrainOptions& opt);
+
+// The seed of the validation images: SplitMix64 of (seed XOR "validati"), low 53 bits (so manifest.jsonl's
+// number reads back exactly in jq / JavaScript), a fixed function of --seed (the same for every
+// validation step, so successive steps start from the same noise).
+uint64_t validation_seed(uint64_t seed);
 
 }  // namespace db
