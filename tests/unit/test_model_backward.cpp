@@ -157,3 +157,51 @@ TEST(ModelBackward, DreamBoothStepMatchesHarness) {
   }
   if (!ran) GTEST_SKIP() << "no harness train goldens under " << root;
 }
+
+// --gradient-checkpointing: the UNet keeps only each block's inputs and recomputes the block's training
+// forward right before its backward. Same operations in the same order: the prediction, every parameter
+// gradient and the encoder states' gradient must be the same bits as without checkpointing.
+TEST(Unet, GradientCheckpointingIsExact) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  const std::string root = env ? env : "tests/golden";
+  const std::string dir = root + "/sd1-tiny";
+  if (!std::ifstream(dir + "/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden under " << root;
+  const Golden tr("sd1-tiny/train.safetensors");
+  const Golden uw("sd1-tiny/model/unet/diffusion_pytorch_model.safetensors");
+  const Golden tw("sd1-tiny/model/text_encoder/model.safetensors");
+  const UNetConfig uc = parse_unet_config(read_json_file(dir + "/model/unet/config.json"), "unet/config.json");
+  const ClipTextConfig cc =
+      parse_clip_text_config(read_json_file(dir + "/model/text_encoder/config.json"), "text_encoder/config.json");
+  db::test::GoldenParams up = db::test::load_params(uw, ""), tp = db::test::load_params(tw, "");
+  const Tensor grads_ckpt = Tensor::zeros(up.grads.shape());
+  UNet2DConditionModel unet(uc, up.reg, up.params), ugrad(uc, up.reg, up.grads),
+      ugrad_ckpt(uc, up.reg, grads_ckpt);
+  ClipTextModel te(cc, tp.reg, tp.params);
+  const Tensor ehs = te.forward(ctx, tr["train.input_ids"]);
+  const Tensor t64 = tr["train.timesteps"];
+  Tensor t = Tensor::empty({t64.numel()});
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(t64.data<int64_t>()[i]);
+  const Tensor noisy = nchw_to_nhwc(tr["train.noisy_latents"]), target = nchw_to_nhwc(tr["train.target"]);
+
+  UNet2DConditionModel::Saved plain, ckpt;
+  ckpt.gradient_checkpointing = true;
+  const Tensor pred = unet.forward(ctx, noisy, t, ehs, plain);
+  const Tensor pred_ckpt = unet.forward(ctx, noisy, t, ehs, ckpt);
+  expect_same_bits(pred, pred_ckpt, "checkpointed prediction");
+  EXPECT_TRUE(ckpt.down.empty() && ckpt.up.empty() && ckpt.mid.resnets.empty());
+  EXPECT_EQ(ckpt.down_in.size(), plain.down.size());
+  Tensor dpred = Tensor::empty(pred.shape());
+  for (int64_t i = 0; i < pred.numel(); ++i) dpred.f32()[i] = 2.f * (pred.f32()[i] - target.f32()[i]);
+  Tensor dehs = Tensor::zeros(ehs.shape()), dehs_ckpt = Tensor::zeros(ehs.shape());
+  unet.backward(ctx, plain, dpred, &ugrad, &dehs);
+  unet.backward(ctx, ckpt, dpred, &ugrad_ckpt, &dehs_ckpt);
+  expect_same_bits(dehs, dehs_ckpt, "checkpointed encoder states gradient");
+  ASSERT_EQ(up.grads.nbytes(), grads_ckpt.nbytes());
+  EXPECT_EQ(std::memcmp(up.grads.raw(), grads_ckpt.raw(), up.grads.nbytes()), 0)
+      << "checkpointed parameter gradients differ";
+  double norm = 0;
+  for (int64_t i = 0; i < up.grads.numel(); ++i) norm += double(up.grads.f32()[i]) * up.grads.f32()[i];
+  EXPECT_GT(norm, 0.0);  // the comparison is not vacuous
+}
