@@ -88,6 +88,7 @@ LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched,
   ClipTextModel::Saved ts;
   Tensor ehs = opt.train_text_encoder ? st.te->forward(ctx, mb.ids, ts) : st.te->forward(ctx, mb.ids);
   UNet2DConditionModel::Saved us;
+  us.gradient_checkpointing = opt.gradient_checkpointing;
   Tensor pred = st.unet->forward(ctx, noisy, tf, ehs, us);
 
   // Loss and its gradient, per sample (min-SNR weights apply per instance sample; see the header).
