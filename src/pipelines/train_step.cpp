@@ -86,6 +86,7 @@ LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched,
   for (int64_t i = 0; i < S; ++i) tf.f32()[i] = float(mb.timesteps[size_t(i)]);
 
   ClipTextModel::Saved ts;
+  ts.gradient_checkpointing = opt.gradient_checkpointing;
   Tensor ehs = opt.train_text_encoder ? st.te->forward(ctx, mb.ids, ts) : st.te->forward(ctx, mb.ids);
   UNet2DConditionModel::Saved us;
   us.gradient_checkpointing = opt.gradient_checkpointing;

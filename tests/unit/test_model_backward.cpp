@@ -205,3 +205,34 @@ TEST(Unet, GradientCheckpointingIsExact) {
   for (int64_t i = 0; i < up.grads.numel(); ++i) norm += double(up.grads.f32()[i]) * up.grads.f32()[i];
   EXPECT_GT(norm, 0.0);  // the comparison is not vacuous
 }
+
+// The text encoder's per-layer checkpointing: same bits as without it.
+TEST(ClipText, GradientCheckpointingIsExact) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
+  const std::string root = env ? env : "tests/golden";
+  const std::string dir = root + "/sd1-tiny";
+  if (!std::ifstream(dir + "/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden under " << root;
+  const Golden tr("sd1-tiny/train.safetensors");
+  const Golden tw("sd1-tiny/model/text_encoder/model.safetensors");
+  const ClipTextConfig cc =
+      parse_clip_text_config(read_json_file(dir + "/model/text_encoder/config.json"), "text_encoder/config.json");
+  db::test::GoldenParams tp = db::test::load_params(tw, "");
+  const Tensor grads_ckpt = Tensor::zeros(tp.grads.shape());
+  ClipTextModel te(cc, tp.reg, tp.params), tgrad(cc, tp.reg, tp.grads), tgrad_ckpt(cc, tp.reg, grads_ckpt);
+  ClipTextModel::Saved plain, ckpt;
+  ckpt.gradient_checkpointing = true;
+  const Tensor y = te.forward(ctx, tr["train.input_ids"], plain);
+  const Tensor y_ckpt = te.forward(ctx, tr["train.input_ids"], ckpt);
+  expect_same_bits(y, y_ckpt, "checkpointed text encoder output");
+  EXPECT_TRUE(ckpt.layers.empty());
+  EXPECT_EQ(ckpt.layer_in.size(), plain.layers.size());
+  Tensor dy = Tensor::empty(y.shape());
+  for (int64_t i = 0; i < y.numel(); ++i) dy.f32()[i] = y.f32()[i] * 1e-3f - 1e-4f * float(i % 7);
+  te.backward(ctx, plain, dy, &tgrad);
+  te.backward(ctx, ckpt, dy, &tgrad_ckpt);
+  ASSERT_EQ(tp.grads.nbytes(), grads_ckpt.nbytes());
+  EXPECT_EQ(std::memcmp(tp.grads.raw(), grads_ckpt.raw(), tp.grads.nbytes()), 0)
+      << "checkpointed text-encoder gradients differ";
+}
