@@ -40,8 +40,8 @@ int run_train_cmd(int argc, char** argv) {
                                           "weight of the class (prior) loss")(
       "no-train-text-encoder", "freeze the text encoder (train the UNet only)")(
       "gradient-checkpointing",
-      "recompute each UNet block's (and text-encoder layer's) activations during backward: less memory, ~30% more compute "
-      "(identical gradients)")(
+      "recompute each UNet block's (and text-encoder layer's) activations during backward: less "
+      "memory, one more forward of the blocks (~30-45% more compute), identical gradients")(
       "snr-gamma", po::value(&o.snr_gamma)->default_value(0.f, "0 (off)"),
       "min-SNR-gamma loss weighting of the instance samples (5.0 is the paper's value)")(
       "offset-noise", "add 0.1 x per-channel offset noise (train_dreambooth.py --offset_noise)")(

@@ -160,8 +160,7 @@ Tensor UNet2DConditionModel::mid_block_backward(Ctx& ctx, const UNetBlock::Saved
   for (size_t r = 2; r-- > 0;) {
     d = mid_.resnets[r].backward(ctx, bs.resnets[r], d, g ? &g->mid_.resnets[r] : nullptr, &dtemb);
     if (r == 1)
-      d = mid_.attentions[0].backward(ctx, bs.attentions[0], d, g ? &g->mid_.attentions[0] : nullptr,
-                                      d_ehs);
+      d = mid_.attentions[0].backward(ctx, bs.attentions[0], d, g ? &g->mid_.attentions[0] : nullptr, d_ehs);
   }
   return d;
 }

@@ -22,8 +22,8 @@ class ClipTextModel {
   // (set `gradient_checkpointing` before forward): only each encoder layer's input is kept, and backward
   // re-runs the layer's training forward right before its backward (bit-identical gradients).
   struct Saved {
-    bool gradient_checkpointing = false;  // set by the caller before forward()
-    Tensor ids;  // [B, T]
+    bool gradient_checkpointing = false;          // set by the caller before forward()
+    Tensor ids;                                   // [B, T]
     std::vector<ClipEncoderLayer::Saved> layers;  // empty when checkpointing
     std::vector<Tensor> layer_in;                 // checkpointing only: each layer's input [B, T, H]
     LayerNorm::Saved final_layer_norm;

@@ -81,9 +81,8 @@ class UNet2DConditionModel {
                           UNetBlock::Saved& bs, std::vector<Tensor>& skips) const;
   // up: appends the skips' gradients to dskips (down-pass order); down: adds dskips[--k] before each
   // layer that produced a skip.
-  Tensor up_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d,
-                           UNet2DConditionModel* g, Tensor& dtemb, Tensor* d_ehs,
-                           std::vector<Tensor>& dskips) const;
+  Tensor up_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d, UNet2DConditionModel* g,
+                           Tensor& dtemb, Tensor* d_ehs, std::vector<Tensor>& dskips) const;
   Tensor mid_block_backward(Ctx& ctx, const UNetBlock::Saved& bs, Tensor d, UNet2DConditionModel* g,
                             Tensor& dtemb, Tensor* d_ehs) const;
   Tensor down_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d,
