@@ -49,6 +49,8 @@ class UNet2DConditionModel {
   // activations; backward, walking the blocks in reverse, re-runs each block's training forward from
   // those inputs to rebuild its Saved right before the block's backward, then frees it. Same operations
   // in the same order: the gradients are bit-identical to the non-checkpointed path.
+  // The memory comes back only with ref-counted activations (a Ctx without an Arena, as the trainer
+  // runs); an Arena would need mark()/release() around each recomputation.
   struct Saved {
     bool gradient_checkpointing = false;  // set by the caller before forward()
     TimestepEmbedding::Saved time_embedding;
