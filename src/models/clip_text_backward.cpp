@@ -18,8 +18,18 @@ Tensor ClipTextModel::forward(Ctx& ctx, const Tensor& ids, Saved& s) const {
     Tensor xb = x.select(b);  // [T, H]
     ctx.ops.add_forward(xb, pos, xb);
   }
-  s.layers.assign(layers_.size(), {});
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(ctx, x, s.layers[i]);
+  s.layers.clear();
+  s.layer_in.clear();
+  if (s.gradient_checkpointing) {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      s.layer_in.push_back(x);
+      ClipEncoderLayer::Saved tmp;  // dropped: backward recomputes it
+      x = layers_[i].forward(ctx, x, tmp);
+    }
+  } else {
+    s.layers.assign(layers_.size(), {});
+    for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i].forward(ctx, x, s.layers[i]);
+  }
   return final_layer_norm_.forward(ctx, x, s.final_layer_norm);
 }
 
@@ -27,8 +37,15 @@ Tensor ClipTextModel::forward(Ctx& ctx, const Tensor& ids, Saved& s) const {
 void ClipTextModel::backward(Ctx& ctx, const Saved& s, const Tensor& dout, ClipTextModel* grad) const {
   ClipTextModel* g = grad;
   Tensor d = final_layer_norm_.backward(ctx, s.final_layer_norm, dout, g ? &g->final_layer_norm_ : nullptr);
-  for (size_t i = layers_.size(); i-- > 0;)
-    d = layers_[i].backward(ctx, s.layers[i], d, g ? &g->layers_[i] : nullptr);
+  for (size_t i = layers_.size(); i-- > 0;) {
+    if (s.gradient_checkpointing) {  // rebuild the layer's activations from its input, backward, drop
+      ClipEncoderLayer::Saved ls;
+      layers_[i].forward(ctx, s.layer_in[i], ls);
+      d = layers_[i].backward(ctx, ls, d, g ? &g->layers_[i] : nullptr);
+    } else {
+      d = layers_[i].backward(ctx, s.layers[i], d, g ? &g->layers_[i] : nullptr);
+    }
+  }
   if (!g) return;
   // d [B, T, H]: gradient of token_embedding(ids) + position_embedding(arange(T))
   ctx.ops.embedding_backward(s.ids, d, g->token_embedding_);

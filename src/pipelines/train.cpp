@@ -247,6 +247,7 @@ TrainResult run_train(const TrainOptions& o) {
   so.prior_loss_weight = o.prior_loss_weight;
   so.snr_gamma = o.snr_gamma;
   so.train_text_encoder = o.train_text_encoder;
+  so.gradient_checkpointing = o.gradient_checkpointing;
   so.max_grad_norm = o.max_grad_norm;
   so.adam = AdamWConfig{o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay};
   so.lr = make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, total);

@@ -86,8 +86,10 @@ LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched,
   for (int64_t i = 0; i < S; ++i) tf.f32()[i] = float(mb.timesteps[size_t(i)]);
 
   ClipTextModel::Saved ts;
+  ts.gradient_checkpointing = opt.gradient_checkpointing;
   Tensor ehs = opt.train_text_encoder ? st.te->forward(ctx, mb.ids, ts) : st.te->forward(ctx, mb.ids);
   UNet2DConditionModel::Saved us;
+  us.gradient_checkpointing = opt.gradient_checkpointing;
   Tensor pred = st.unet->forward(ctx, noisy, tf, ehs, us);
 
   // Loss and its gradient, per sample (min-SNR weights apply per instance sample; see the header).

@@ -18,10 +18,14 @@ class ClipTextModel {
   Tensor forward(Ctx& ctx, const Tensor& ids) const;
   const ClipTextConfig& config() const { return cfg_; }
 
-  // Training (nn/module.h): the forward above, keeping what backward reads.
+  // Training (nn/module.h): the forward above, keeping what backward reads. Gradient checkpointing
+  // (set `gradient_checkpointing` before forward): only each encoder layer's input is kept, and backward
+  // re-runs the layer's training forward right before its backward (bit-identical gradients).
   struct Saved {
-    Tensor ids;  // [B, T]
-    std::vector<ClipEncoderLayer::Saved> layers;
+    bool gradient_checkpointing = false;          // set by the caller before forward()
+    Tensor ids;                                   // [B, T]
+    std::vector<ClipEncoderLayer::Saved> layers;  // empty when checkpointing
+    std::vector<Tensor> layer_in;                 // checkpointing only: each layer's input [B, T, H]
     LayerNorm::Saved final_layer_norm;
   };
   Tensor forward(Ctx& ctx, const Tensor& ids, Saved& s) const;

@@ -42,12 +42,27 @@ class UNet2DConditionModel {
   const UNetConfig& config() const { return cfg_; }
 
   // Training (nn/module.h): the forward above, keeping what backward reads.
+  //
+  // Gradient checkpointing: set `gradient_checkpointing` before the training forward. The forward then
+  // keeps, per down / mid / up block, only the block's inputs (the hidden state entering it, and for an
+  // up block the skips it concatenates; temb and the encoder states are shared) and drops the block's
+  // activations; backward, walking the blocks in reverse, re-runs each block's training forward from
+  // those inputs to rebuild its Saved right before the block's backward, then frees it. Same operations
+  // in the same order: the gradients are bit-identical to the non-checkpointed path.
+  // The memory comes back only with ref-counted activations (a Ctx without an Arena, as the trainer
+  // runs); an Arena would need mark()/release() around each recomputation.
   struct Saved {
+    bool gradient_checkpointing = false;  // set by the caller before forward()
     TimestepEmbedding::Saved time_embedding;
     Conv2d::Saved conv_in, conv_out;
     GroupNorm::Saved conv_norm_out;
-    std::vector<UNetBlock::Saved> down, up;
-    UNetBlock::Saved mid;
+    std::vector<UNetBlock::Saved> down, up;  // empty when checkpointing
+    UNetBlock::Saved mid;                    // empty when checkpointing
+    // checkpointing only: each block's input hidden state, the up blocks' skips (in pop order), the
+    // time embedding and the encoder states
+    std::vector<Tensor> down_in, up_in;
+    Tensor mid_in, temb, ehs;
+    std::vector<std::vector<Tensor>> up_skips;
   };
   Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps, const Tensor& encoder_hidden_states,
                  Saved& s) const;
@@ -58,6 +73,24 @@ class UNet2DConditionModel {
                 Tensor* d_encoder_hidden_states) const;
 
  private:
+  // One block's training forward / backward (the pieces of forward(..., Saved&) and backward()).
+  // down: pushes the skips it produces; up: pops the skips it consumes, from the back.
+  Tensor down_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb, const Tensor& ehs,
+                            UNetBlock::Saved& bs, std::vector<Tensor>& skips) const;
+  Tensor mid_block_forward(Ctx& ctx, Tensor h, const Tensor& temb, const Tensor& ehs,
+                           UNetBlock::Saved& bs) const;
+  Tensor up_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb, const Tensor& ehs,
+                          UNetBlock::Saved& bs, std::vector<Tensor>& skips) const;
+  // up: appends the skips' gradients to dskips (down-pass order); down: adds dskips[--k] before each
+  // layer that produced a skip.
+  Tensor up_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d, UNet2DConditionModel* g,
+                           Tensor& dtemb, Tensor* d_ehs, std::vector<Tensor>& dskips) const;
+  Tensor mid_block_backward(Ctx& ctx, const UNetBlock::Saved& bs, Tensor d, UNet2DConditionModel* g,
+                            Tensor& dtemb, Tensor* d_ehs) const;
+  Tensor down_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d,
+                             UNet2DConditionModel* g, Tensor& dtemb, Tensor* d_ehs,
+                             const std::vector<Tensor>& dskips, size_t& k) const;
+
   UNetConfig cfg_;
   TimestepEmbedding time_embedding_;
   Conv2d conv_in_, conv_out_;

@@ -66,6 +66,7 @@ struct TrainOptions {
   float snr_gamma = 0.f;
   bool offset_noise = false;
   bool train_text_encoder = true;
+  bool gradient_checkpointing = false;  // StepOptions::gradient_checkpointing
   int gradient_accumulation_steps = 1;
   int max_nonfinite_steps = 5;
   double progress_seconds = 2.0;   // progress line at most this often (0: every step)

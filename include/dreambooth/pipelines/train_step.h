@@ -39,6 +39,10 @@ struct StepOptions {
   float prior_loss_weight = 1.0f;
   float snr_gamma = 0.f;  // 0: off
   bool train_text_encoder = true;
+  // Recompute each UNet block's and text-encoder layer's activations during backward
+  // (UNet2DConditionModel::Saved, ClipTextModel::Saved): less activation memory, one more forward of
+  // the blocks; the gradients are bit-identical.
+  bool gradient_checkpointing = false;
   float max_grad_norm = 1.0f;  // <= 0: no clipping (the norm is still computed and reported)
   AdamWConfig adam;
   LrSchedule lr;
