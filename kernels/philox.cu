@@ -1,0 +1,53 @@
+// Philox4x32-10 stream on the device (Salmon et al., SC'11), bit-identical to core/philox.h:
+// element e of stream (seed, purpose, step, sample) is word e % 4 of the block at counter
+// (e / 4, sample, step, purpose) with key (seed_lo, seed_hi).
+#include <cuda_runtime.h>
+
+#include "dreambooth/backend/cuda/philox_kernel.h"
+
+namespace db {
+namespace {
+
+__device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
+  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    const uint32_t hi0 = __umulhi(M0, c.x), lo0 = M0 * c.x;
+    const uint32_t hi1 = __umulhi(M1, c.z), lo1 = M1 * c.z;
+    c = make_uint4(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
+    k.x += W0;
+    k.y += W1;
+  }
+  return c;
+}
+
+// One thread per block of 4 elements. out: [n]
+__global__ void philox_u32_kernel(uint32_t* out, uint64_t n, uint2 key, uint32_t sample, uint32_t step,
+                                  uint32_t purpose) {
+  const uint64_t b = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b * 4 >= n) return;
+  const uint4 r = philox4x32_10(make_uint4(uint32_t(b), sample, step, purpose), key);
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+  for (int i = 0; i < 4 && b * 4 + i < n; ++i) out[b * 4 + i] = w[i];
+}
+
+}  // namespace
+
+bool cuda_philox_u32(uint64_t seed, uint32_t purpose, uint32_t step, uint32_t sample, uint32_t* out,
+                     uint64_t n, std::string* error) {
+  uint32_t* d = nullptr;
+  cudaError_t err = cudaMalloc(&d, n * sizeof(uint32_t));
+  if (err == cudaSuccess) {
+    const uint64_t blocks = (n + 3) / 4;
+    const unsigned threads = 256;
+    philox_u32_kernel<<<unsigned((blocks + threads - 1) / threads), threads>>>(
+        d, n, make_uint2(uint32_t(seed), uint32_t(seed >> 32)), sample, step, purpose);
+    err = cudaGetLastError();
+    if (err == cudaSuccess) err = cudaMemcpy(out, d, n * sizeof(uint32_t), cudaMemcpyDeviceToHost);
+  }
+  if (d) cudaFree(d);
+  if (err != cudaSuccess && error) *error = cudaGetErrorString(err);
+  return err == cudaSuccess;
+}
+
+}  // namespace db
