@@ -58,6 +58,22 @@ float detail::euler_init_noise_sigma(const SchedulerParams& p, const std::vector
   return std::sqrt(mx * mx + 1.0f);
 }
 
+int detail::euler_step_index(const std::vector<float>& timesteps, float t, const char* sampler) {
+  DB_CHECK(!timesteps.empty(), sampler, ": used before set_timesteps()");
+  const int i = index_for_timestep(timesteps, t);
+  DB_CHECK(i >= 0, sampler, ": timestep ", t, " is not in the schedule");
+  return i;
+}
+
+Tensor detail::euler_scale_input(const Tensor& x, float sigma) {
+  const float d = std::sqrt(sigma * sigma + 1.0f);
+  Tensor out = Tensor::empty(x.shape());
+  const float* a = x.f32();
+  float* o = out.f32();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) o[i] = a[i] / d;
+  return out;
+}
+
 namespace {
 
 class EulerSampler final : public Sampler {
@@ -82,13 +98,7 @@ class EulerSampler final : public Sampler {
 
   Tensor scale_model_input(const Tensor& x, float t) override {
     init_step_index(t);
-    const float sigma = sigmas_[size_t(step_index_)];
-    const float d = std::sqrt(sigma * sigma + 1.0f);
-    Tensor out = Tensor::empty(x.shape());
-    const float* a = x.f32();
-    float* o = out.f32();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) o[i] = a[i] / d;
-    return out;
+    return detail::euler_scale_input(x, sigmas_[size_t(step_index_)]);
   }
 
   Tensor step(const Tensor& model_output, float t, const Tensor& sample, NoiseSource*) override {
@@ -105,18 +115,7 @@ class EulerSampler final : public Sampler {
     const float* x = sample.f32();
     float* o = out.f32();
     for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      float x0;
-      switch (p_.prediction_type) {
-        case PredictionType::Epsilon:
-          x0 = x[i] - sigma_hat * m[i];
-          break;
-        case PredictionType::VPrediction:
-          x0 = m[i] * v_coef + x[i] / s2p1;
-          break;
-        default:
-          x0 = m[i];
-          break;
-      }
+      const float x0 = detail::euler_denoised(p_.prediction_type, m[i], x[i], sigma_hat, s2p1, v_coef);
       const float derivative = (x[i] - x0) / sigma_hat;
       o[i] = x[i] + derivative * dt;
     }
@@ -126,10 +125,7 @@ class EulerSampler final : public Sampler {
 
  private:
   void init_step_index(float t) {
-    if (step_index_ >= 0) return;
-    DB_CHECK(!timesteps_.empty(), "euler: used before set_timesteps()");
-    step_index_ = detail::index_for_timestep(timesteps_, t);
-    DB_CHECK(step_index_ >= 0, "euler: timestep ", t, " is not in the schedule");
+    if (step_index_ < 0) step_index_ = detail::euler_step_index(timesteps_, t, "euler");
   }
   int step_index_ = -1;
 };

@@ -38,13 +38,7 @@ class EulerAncestralSampler final : public Sampler {
 
   Tensor scale_model_input(const Tensor& x, float t) override {
     init_step_index(t);
-    const float sigma = sigmas_[size_t(step_index_)];
-    const float d = std::sqrt(sigma * sigma + 1.0f);
-    Tensor out = Tensor::empty(x.shape());
-    const float* a = x.f32();
-    float* o = out.f32();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) o[i] = a[i] / d;
-    return out;
+    return detail::euler_scale_input(x, sigmas_[size_t(step_index_)]);
   }
 
   Tensor step(const Tensor& model_output, float t, const Tensor& sample, NoiseSource* noise) override {
@@ -68,18 +62,7 @@ class EulerAncestralSampler final : public Sampler {
     const float* z = nz.f32();
     float* o = out.f32();
     for (int64_t i = 0, n = sample.numel(); i < n; ++i) {
-      float x0;
-      switch (p_.prediction_type) {
-        case PredictionType::Epsilon:
-          x0 = x[i] - sigma * m[i];
-          break;
-        case PredictionType::VPrediction:
-          x0 = m[i] * v_coef + x[i] / s2p1;
-          break;
-        default:
-          x0 = m[i];
-          break;
-      }
+      const float x0 = detail::euler_denoised(p_.prediction_type, m[i], x[i], sigma, s2p1, v_coef);
       const float derivative = (x[i] - x0) / sigma;
       const float prev = x[i] + derivative * dt;
       o[i] = prev + z[i] * sigma_up;
@@ -90,10 +73,7 @@ class EulerAncestralSampler final : public Sampler {
 
  private:
   void init_step_index(float t) {
-    if (step_index_ >= 0) return;
-    DB_CHECK(!timesteps_.empty(), "euler_ancestral: used before set_timesteps()");
-    step_index_ = detail::index_for_timestep(timesteps_, t);
-    DB_CHECK(step_index_ >= 0, "euler_ancestral: timestep ", t, " is not in the schedule");
+    if (step_index_ < 0) step_index_ = detail::euler_step_index(timesteps_, t, "euler_ancestral");
   }
   int step_index_ = -1;
 };

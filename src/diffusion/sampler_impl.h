@@ -28,5 +28,21 @@ void euler_schedule(const SchedulerParams& p, int n, bool karras, std::vector<fl
                     std::vector<float>& sigmas);
 // Euler family init_noise_sigma: max sigma for linspace/trailing spacing, sqrt(max^2 + 1) for leading.
 float euler_init_noise_sigma(const SchedulerParams& p, const std::vector<float>& sigmas);
+// Euler family: the step index of t (diffusers' _init_step_index); errors name the sampler.
+int euler_step_index(const std::vector<float>& timesteps, float t, const char* sampler);
+// Euler family: x / sqrt(sigma^2 + 1), the input scaling of scale_model_input.
+Tensor euler_scale_input(const Tensor& x, float sigma);
+// Euler family: the denoised estimate x0 from the model output m at noise level sigma, in diffusers'
+// float operation order (s2p1 = sigma^2 + 1, v_coef = -sigma / sqrt(s2p1)).
+inline float euler_denoised(PredictionType type, float m, float x, float sigma, float s2p1, float v_coef) {
+  switch (type) {
+    case PredictionType::Epsilon:
+      return x - sigma * m;
+    case PredictionType::VPrediction:
+      return m * v_coef + x / s2p1;
+    default:
+      return m;
+  }
+}
 
 }  // namespace db::detail
