@@ -16,6 +16,8 @@ ifeq ($(origin CUDA),undefined)
   CUDA := $(if $(NVCC),1,0)
 endif
 OPT        ?= -O2
+# ccache when installed (developer machines; CI builds once and has none): object reuse across worktrees.
+CCACHE     ?= $(shell command -v ccache 2>/dev/null)
 PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openblas nlohmann_json
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -64,7 +66,7 @@ $(BUILD)/dreambooth_tests: $(TEST_OBJS) $(LIB)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(@D)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
+	$(CCACHE) $(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
 
 # Assembler files embed assets (.incbin); paths inside are relative to the repo root. Their objects
 # are named NAME.S.o so that a NAME.cpp beside them cannot collide. .incbin is invisible to -MMD:
@@ -77,7 +79,7 @@ $(BUILD)/src/text/clip_vocab_data.S.o: src/text/bpe_simple_vocab_16e6.txt.gz
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
+	$(CCACHE) $(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
 # Benchmarks: one binary per bench/*.cpp (build/bench_NAME); see bench/README.md.
 BENCH_BINS := $(BENCH_SRCS:bench/%.cpp=$(BUILD)/bench_%)
