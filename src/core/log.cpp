@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <mutex>
+#include <unistd.h>
+#include <string>
 
 namespace db {
 namespace {
@@ -21,13 +23,20 @@ void set_log_level(LogLevel level) {
 void log_message(LogLevel level, const std::string& msg) {
   if (level < g_level) return;
   static const char* names[] = {"debug", "info", "warning", "error"};
+  // One write per line: stderr is unbuffered, and ranks sharing a terminal or log file would otherwise
+  // interleave a prefix of one rank with the message of another.
+  std::string line;
+  if (g_world > 1) line = "[rank " + std::to_string(g_rank) + "/" + std::to_string(g_world) + "] ";
+  if (level != LogLevel::Info) line += std::string(names[int(level)]) + ": ";
+  line += msg;
+  line += '\n';
   std::lock_guard<std::mutex> lock(g_mu);
-  if (g_world > 1) std::fprintf(stderr, "[rank %d/%d] ", g_rank, g_world);
-  if (level == LogLevel::Info)
-    std::fprintf(stderr, "%s\n", msg.c_str());
-  else
-    std::fprintf(stderr, "%s: %s\n", names[int(level)], msg.c_str());
-  std::fflush(stderr);
+  std::fflush(stderr);  // anything printed with stdio before goes first
+  for (size_t done = 0; done < line.size();) {
+    const ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
+    if (n <= 0) break;  // nowhere to report a failing stderr
+    done += size_t(n);
+  }
 }
 
 }  // namespace db

@@ -34,7 +34,7 @@ if mpirun_np2 "$build/dreambooth" "${args[@]}" --strict --images "$tmp/strict/im
   fail "prepare --strict with a bad image on rank 1 succeeded"
 fi
 grep -q "b.jpg" "$tmp/strict.log" || fail "prepare --strict: the error does not name b.jpg"
-[ "$(grep -c '^\[rank [0-9]/2\] error:' "$tmp/strict.log")" = 1 ] || fail "prepare --strict: not exactly one error line"
+[ "$(grep -c '^\[rank [0-9]/2\] error:' "$tmp/strict.log")" = 1 ] || { cat "$tmp/strict.log"; fail "prepare --strict: not exactly one error line"; }
 if ls "$tmp/strict" | grep -q '^out'; then fail "prepare --strict left files: $(ls "$tmp/strict")"; fi
 [ $status -eq 0 ] && echo "prepare under mpirun -np 2: OK"
 exit $status
