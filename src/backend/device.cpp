@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
 
@@ -36,6 +37,15 @@ BackendKind select_backend(const std::string& requested) {
     });
   }
   return BackendKind::CPU;
+}
+
+std::unique_ptr<Ops> make_ops(const std::string& device) {
+  // This version's only backend is the CPU reference (CudaOps is not built yet), so nothing is probed:
+  // auto means the CPU without a note, and cuda is refused.
+  DB_CHECK(device == "auto" || device == "cpu" || device == "cuda", "unknown device '", device,
+           "' (expected auto, cpu or cuda)");
+  if (device == "cuda") throw Error("--device cuda: this version has no CUDA backend yet; use --device cpu");
+  return std::make_unique<CpuOps>();
 }
 
 }  // namespace db

@@ -28,6 +28,7 @@ int run_generate(int argc, char** argv) {
        "scheduler_config.json)")                                                                     //
       ("eta", po::value<float>()->default_value(0.f), "DDIM eta (0: deterministic)")                 //
       ("seed", po::value<uint64_t>()->default_value(0), "seed; image i is a function of (seed, i)")  //
+      ("device", po::value<std::string>()->default_value("auto"), kDeviceHelp)                       //
       ("height", po::value<int>()->default_value(0),
        "image height (default: unet sample_size x VAE scale factor; a multiple of 8)")  //
       ("width", po::value<int>()->default_value(0), "image width (same rules)")         //
@@ -66,6 +67,7 @@ int run_generate(int argc, char** argv) {
   o.scheduler = vm["scheduler"].as<std::string>();
   o.eta = vm["eta"].as<float>();
   o.seed = vm["seed"].as<uint64_t>();
+  o.device = vm["device"].as<std::string>();
   o.height = vm["height"].as<int>();
   o.width = vm["width"].as<int>();
   o.batch_size = vm["batch-size"].as<int>();

@@ -23,6 +23,7 @@ int run_prepare(int argc, char** argv) {
       ("crop", po::value<std::string>()->default_value("center"), "center | random")             //
       ("seed", po::value<uint64_t>()->default_value(0), "seed of the random crops")              //
       ("latents", "also store the VAE posterior moments (mean, logvar) from the model's VAE")    //
+      ("device", po::value<std::string>()->default_value("auto"), kDeviceHelp)                   //
       ("overwrite", "replace existing output shards")                                            //
       ("strict", "fail on the first bad image (and write nothing) instead of skipping it")       //
       ("max-pixels", po::value<int64_t>()->default_value(89'478'485),
@@ -56,6 +57,7 @@ int run_prepare(int argc, char** argv) {
   if (o.resolution < 0) throw UsageError("prepare: --resolution must be positive");
   o.seed = vm["seed"].as<uint64_t>();
   o.latents = vm.count("latents") > 0;
+  o.device = vm["device"].as<std::string>();
   o.overwrite = vm.count("overwrite") > 0;
   o.strict = vm.count("strict") > 0;
   o.max_pixels = vm["max-pixels"].as<int64_t>();

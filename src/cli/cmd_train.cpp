@@ -71,8 +71,7 @@ int run_train_cmd(int argc, char** argv) {
       "metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")(
       "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
       "progress line on stderr at most this often (0: every step)")(
-      "device", po::value(&o.device)->default_value("auto"),
-      "auto | cpu | cuda (training runs on the CPU reference for now)");
+      "device", po::value(&o.device)->default_value("auto"), kDeviceHelp);
   po::options_description val("validation images (rank 0, with the weights being trained)");
   val.add_options()(
       "validation-prompt", po::value(&o.validation_prompt),

@@ -20,6 +20,8 @@ size_t dtype_size(DType t) {
       return 8;
     case DType::U8:
       return 1;
+    case DType::F64:
+      return 8;
   }
   return 0;
 }
@@ -38,6 +40,8 @@ const char* dtype_name(DType t) {
       return "i64";
     case DType::U8:
       return "u8";
+    case DType::F64:
+      return "f64";
   }
   return "?";
 }
@@ -56,6 +60,8 @@ const char* dtype_safetensors_name(DType t) {
       return "I64";
     case DType::U8:
       return "U8";
+    case DType::F64:
+      return "F64";
   }
   return "?";
 }

@@ -142,6 +142,8 @@ Tensor Tensor::to(DType target) const {
         return float(data<int64_t>()[i]);
       case DType::U8:
         return float(data<uint8_t>()[i]);
+      case DType::F64:
+        return float(data<double>()[i]);
     }
     return 0.f;
   };
@@ -165,6 +167,9 @@ Tensor Tensor::to(DType target) const {
         break;
       case DType::U8:
         out.data<uint8_t>()[i] = uint8_t(v);
+        break;
+      case DType::F64:
+        out.data<double>()[i] = double(v);
         break;
     }
   }

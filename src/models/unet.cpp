@@ -1,5 +1,6 @@
 #include "dreambooth/models/unet.h"
 
+#include <cstddef>
 #include <string>
 
 #include "dreambooth/core/error.h"
@@ -101,7 +102,7 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg, const ParamReg
 
 // sample [B, h, w, Cin], timesteps [B], encoder_hidden_states [B, T, D] -> [B, h, w, Cout]
 Tensor UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps,
-                                     const Tensor& encoder_hidden_states) const {
+                                     const Tensor& encoder_hidden_states, Saved* s) const {
   DB_CHECK(sample.ndim() == 4 && sample.dim(3) == cfg_.in_channels, "unet: expected sample [B, h, w, ",
            cfg_.in_channels, "], got ", sample.desc());
   const int64_t B = sample.dim(0);
@@ -117,44 +118,111 @@ Tensor UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tenso
   if (cfg_.center_input_sample) {  // 2 * sample - 1.0
     x = ctx.alloc(sample.shape());
     Tensor ones = ctx.alloc(sample.shape());
-    const std::vector<float> host_ones(size_t(sample.numel()), 1.f);
-    ctx.ops.upload(host_ones.data(), ones);  // backend-agnostic (no host fill of a device tensor)
+    ctx.ops.fill(ones, 1.f);
     ctx.ops.add_forward(sample, ones, x, 2.f, -1.f);
   }
-  Tensor temb = time_embedding_.forward(ctx, timesteps);  // [B, 4*C0]
-  Tensor h = conv_in_.forward(ctx, x);                    // [B, h, w, C0]
+  Tensor temb = time_embedding_.forward(ctx, timesteps, s ? &s->time_embedding : nullptr);  // [B, 4*C0]
+  Tensor h = conv_in_.forward(ctx, x, s ? &s->conv_in : nullptr);                           // [B, h, w, C0]
+
+  const bool ckpt = s && s->gradient_checkpointing;
+  if (s) {
+    s->down.clear();
+    s->up.clear();
+    s->mid = {};
+    s->down_in.clear();
+    s->up_in.clear();
+    s->up_skips.clear();
+    s->mid_in = s->temb = s->ehs = Tensor();
+    if (ckpt) {
+      s->temb = temb;
+      s->ehs = ehs;
+    } else {
+      s->down.assign(down_.size(), {});
+      s->up.assign(up_.size(), {});
+    }
+  }
+  // With checkpointing, each block runs as in inference (nothing kept) after its inputs are recorded;
+  // backward recomputes it.
+  auto saved = [&](std::vector<UNetBlock::Saved>& v, size_t i) { return s && !ckpt ? &v[i] : nullptr; };
 
   std::vector<Tensor> skips{h};
-  for (const UNetBlock& b : down_) {
-    for (size_t j = 0; j < b.resnets.size(); ++j) {
-      h = b.resnets[j].forward(ctx, h, temb);
-      if (!b.attentions.empty()) h = b.attentions[j].forward(ctx, h, ehs);
-      skips.push_back(h);
-    }
-    for (const Downsample2D& d : b.downsamplers) {
-      h = d.forward(ctx, h);  // [B, h/2, w/2, C]
-      skips.push_back(h);
-    }
+  for (size_t i = 0; i < down_.size(); ++i) {
+    if (ckpt) s->down_in.push_back(h);
+    h = down_block_forward(ctx, i, h, temb, ehs, s ? saved(s->down, i) : nullptr, skips);
   }
-
-  h = mid_.resnets[0].forward(ctx, h, temb);
-  h = mid_.attentions[0].forward(ctx, h, ehs);
-  h = mid_.resnets[1].forward(ctx, h, temb);
-
-  for (const UNetBlock& b : up_) {
-    for (size_t j = 0; j < b.resnets.size(); ++j) {
-      const Tensor res = skips.back();  // [B, h, w, Cskip]
-      skips.pop_back();
-      Tensor cat = ctx.alloc({B, h.dim(1), h.dim(2), h.dim(3) + res.dim(3)});  // cat([h, res], channels)
-      ctx.ops.concat_channels_forward(h, res, cat);
-      h = b.resnets[j].forward(ctx, cat, temb);
-      if (!b.attentions.empty()) h = b.attentions[j].forward(ctx, h, ehs);
+  if (ckpt) s->mid_in = h;
+  h = mid_block_forward(ctx, h, temb, ehs, s && !ckpt ? &s->mid : nullptr);
+  for (size_t i = 0; i < up_.size(); ++i) {
+    if (ckpt) {
+      s->up_in.push_back(h);
+      // the skips this block pops, in pop order (kept for the recomputation)
+      const size_t n = up_[i].resnets.size();
+      DB_CHECK(skips.size() >= n, "unet: skip bookkeeping out of step");
+      s->up_skips.emplace_back(skips.end() - std::ptrdiff_t(n), skips.end());
     }
-    for (const Upsample2D& u : b.upsamplers) h = u.forward(ctx, h);  // [B, 2h, 2w, C]
+    h = up_block_forward(ctx, i, h, temb, ehs, s ? saved(s->up, i) : nullptr, skips);
   }
   DB_CHECK(skips.empty(), "unet: ", skips.size(), " skip connections left over");
-  h = conv_norm_out_.forward(ctx, h, Activation::SiLU);
-  return conv_out_.forward(ctx, h);
+  h = conv_norm_out_.forward(ctx, h, Activation::SiLU, s ? &s->conv_norm_out : nullptr);
+  return conv_out_.forward(ctx, h, s ? &s->conv_out : nullptr);
+}
+
+Tensor UNet2DConditionModel::down_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb,
+                                                const Tensor& ehs, UNetBlock::Saved* bs,
+                                                std::vector<Tensor>& skips) const {
+  const UNetBlock& b = down_[i];
+  if (bs) {
+    bs->resnets.assign(b.resnets.size(), {});
+    bs->attentions.assign(b.attentions.size(), {});
+    bs->downsamplers.assign(b.downsamplers.size(), {});
+  }
+  for (size_t j = 0; j < b.resnets.size(); ++j) {
+    h = b.resnets[j].forward(ctx, h, temb, bs ? &bs->resnets[j] : nullptr);
+    if (!b.attentions.empty()) h = b.attentions[j].forward(ctx, h, ehs, bs ? &bs->attentions[j] : nullptr);
+    skips.push_back(h);
+  }
+  for (size_t j = 0; j < b.downsamplers.size(); ++j) {
+    h = b.downsamplers[j].forward(ctx, h, bs ? &bs->downsamplers[j] : nullptr);  // [B, h/2, w/2, C]
+    skips.push_back(h);
+  }
+  return h;
+}
+
+Tensor UNet2DConditionModel::mid_block_forward(Ctx& ctx, Tensor h, const Tensor& temb, const Tensor& ehs,
+                                               UNetBlock::Saved* bs) const {
+  if (bs) {
+    bs->resnets.assign(2, {});
+    bs->attentions.assign(1, {});
+  }
+  h = mid_.resnets[0].forward(ctx, h, temb, bs ? &bs->resnets[0] : nullptr);
+  h = mid_.attentions[0].forward(ctx, h, ehs, bs ? &bs->attentions[0] : nullptr);
+  return mid_.resnets[1].forward(ctx, h, temb, bs ? &bs->resnets[1] : nullptr);
+}
+
+Tensor UNet2DConditionModel::up_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb,
+                                              const Tensor& ehs, UNetBlock::Saved* bs,
+                                              std::vector<Tensor>& skips) const {
+  const UNetBlock& b = up_[i];
+  const int64_t B = h.dim(0);
+  if (bs) {
+    bs->resnets.assign(b.resnets.size(), {});
+    bs->attentions.assign(b.attentions.size(), {});
+    bs->upsamplers.assign(b.upsamplers.size(), {});
+    bs->skip_channels.clear();
+  }
+  for (size_t j = 0; j < b.resnets.size(); ++j) {
+    DB_CHECK(!skips.empty(), "unet: skip bookkeeping out of step");
+    const Tensor res = skips.back();  // [B, h, w, Cskip]
+    skips.pop_back();
+    if (bs) bs->skip_channels.push_back(res.dim(3));
+    Tensor cat = ctx.alloc({B, h.dim(1), h.dim(2), h.dim(3) + res.dim(3)});  // cat([h, res], channels)
+    ctx.ops.concat_channels_forward(h, res, cat);
+    h = b.resnets[j].forward(ctx, cat, temb, bs ? &bs->resnets[j] : nullptr);
+    if (!b.attentions.empty()) h = b.attentions[j].forward(ctx, h, ehs, bs ? &bs->attentions[j] : nullptr);
+  }
+  for (size_t j = 0; j < b.upsamplers.size(); ++j)
+    h = b.upsamplers[j].forward(ctx, h, bs ? &bs->upsamplers[j] : nullptr);  // [B, 2h, 2w, C]
+  return h;
 }
 
 }  // namespace db

@@ -1,7 +1,7 @@
-// load_generate_models: the CPU fp32 reference backend behind the generate pipeline.
+// GenerateModels over a backend: the networks run on Ops; inputs and outputs cross as host f32.
 #include <filesystem>
 
-#include "dreambooth/backend/cpu_ops.h"
+#include "dreambooth/backend/device.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/models/clip_text.h"
@@ -19,114 +19,131 @@ ClipTokenizer load_tokenizer(const ModelFolder& mf) {
   return ClipTokenizer::load(dir);
 }
 
-// Registries and flat parameter buffers are members declared before the models that view them.
-class CpuGenerateModels final : public GenerateModels {
- public:
-  explicit CpuGenerateModels(const std::string& dir)
-      : mf_(ModelFolder::open(dir)),
-        tok_(load_tokenizer(mf_)),
-        text_reg_(mf_.registry(Component::TextEncoder)),
-        unet_reg_(mf_.registry(Component::UNet)),
-        vae_reg_(mf_.registry(Component::Vae)),
-        text_flat_(mf_.load(Component::TextEncoder, text_reg_)),
-        unet_flat_(mf_.load(Component::UNet, unet_reg_)),
-        vae_flat_(mf_.load(Component::Vae, vae_reg_)),
-        text_(mf_.text_encoder, text_reg_, text_flat_),
-        unet_(mf_.unet, unet_reg_, unet_flat_),
-        vae_(mf_.vae, vae_reg_, vae_flat_) {
-    DB_CHECK(
-        mf_.unet.in_channels == mf_.vae.latent_channels && mf_.unet.out_channels == mf_.vae.latent_channels,
-        dir, ": unet in/out channels (", mf_.unet.in_channels, "/", mf_.unet.out_channels,
-        ") differ from the VAE's latent channels (", mf_.vae.latent_channels, ")");
-    DB_CHECK(mf_.unet.cross_attention_dim == mf_.text_encoder.hidden_size, dir, ": unet cross_attention_dim ",
-             mf_.unet.cross_attention_dim, " differs from the text encoder's hidden_size ",
-             mf_.text_encoder.hidden_size);
-    info_.latent_channels = mf_.unet.in_channels;
-    info_.unet_sample_size = mf_.unet.sample_size;
-    info_.vae_scale_factor = mf_.vae.downscale_factor();
-    info_.scaling_factor = mf_.vae.scaling_factor;
-    info_.fingerprint = model_fingerprint(dir);
-  }
-  const Info& info() const override { return info_; }
-  const ClipTokenizer& tokenizer() const override { return tok_; }
-  const SchedulerConfig& scheduler_config() const override { return mf_.scheduler; }
-  Tensor encode_text(const Tensor& ids) override {
-    Ctx ctx{ops_};
-    return text_.forward(ctx, ids);
-  }
-  Tensor unet(const Tensor& sample, const Tensor& timesteps, const Tensor& ehs) override {
-    Ctx ctx{ops_};
-    return unet_.forward(ctx, sample, timesteps, ehs);
-  }
-  Tensor vae_decode(const Tensor& z) override {
-    Ctx ctx{ops_};
-    return vae_.decode(ctx, z);
-  }
+GenerateModels::Info model_info(const ModelFolder& mf, std::string fingerprint) {
+  DB_CHECK(mf.unet.in_channels == mf.vae.latent_channels && mf.unet.out_channels == mf.vae.latent_channels,
+           mf.dir(), ": unet in/out channels (", mf.unet.in_channels, "/", mf.unet.out_channels,
+           ") differ from the VAE's latent channels (", mf.vae.latent_channels, ")");
+  DB_CHECK(mf.unet.cross_attention_dim == mf.text_encoder.hidden_size, mf.dir(),
+           ": unet cross_attention_dim ", mf.unet.cross_attention_dim,
+           " differs from the text encoder's hidden_size ", mf.text_encoder.hidden_size);
+  GenerateModels::Info info;
+  info.latent_channels = mf.unet.in_channels;
+  info.unet_sample_size = mf.unet.sample_size;
+  info.vae_scale_factor = mf.vae.downscale_factor();
+  info.scaling_factor = mf.vae.scaling_factor;
+  info.fingerprint = std::move(fingerprint);
+  return info;
+}
 
- private:
-  CpuOps ops_;
-  ModelFolder mf_;
-  ClipTokenizer tok_;
-  ParamRegistry text_reg_, unet_reg_, vae_reg_;
-  Tensor text_flat_, unet_flat_, vae_flat_;
-  ClipTextModel text_;
-  UNet2DConditionModel unet_;
-  AutoencoderKL vae_;
-  Info info_;
-};
-
-// Borrowed networks (the trainer's): same ops, same model classes, so the same numbers as
-// CpuGenerateModels over the same parameter values.
-class BorrowedGenerateModels final : public GenerateModels {
+// The networks (owned or borrowed) on `ops`; host tensors in and out.
+class BackendGenerateModels : public GenerateModels {
  public:
-  BorrowedGenerateModels(const ModelFolder& mf, const ClipTextModel& text, const UNet2DConditionModel& unet,
-                         const AutoencoderKL& vae)
-      : tok_(load_tokenizer(mf)), scheduler_(mf.scheduler), text_(text), unet_(unet), vae_(vae) {
-    DB_CHECK(mf.unet.in_channels == mf.vae.latent_channels && mf.unet.out_channels == mf.vae.latent_channels,
-             mf.dir(), ": unet in/out channels differ from the VAE's latent channels");
-    DB_CHECK(mf.unet.cross_attention_dim == mf.text_encoder.hidden_size, mf.dir(),
-             ": unet cross_attention_dim differs from the text encoder's hidden_size");
-    info_.latent_channels = mf.unet.in_channels;
-    info_.unet_sample_size = mf.unet.sample_size;
-    info_.vae_scale_factor = mf.vae.downscale_factor();
-    info_.scaling_factor = mf.vae.scaling_factor;
-  }
+  BackendGenerateModels(Ops& ops, ClipTokenizer tok, SchedulerConfig sched, Info info)
+      : ops_(ops), tok_(std::move(tok)), scheduler_(std::move(sched)), info_(std::move(info)) {}
   const Info& info() const override { return info_; }
   const ClipTokenizer& tokenizer() const override { return tok_; }
   const SchedulerConfig& scheduler_config() const override { return scheduler_; }
   Tensor encode_text(const Tensor& ids) override {
     Ctx ctx{ops_};
-    return text_.forward(ctx, ids);
+    return to_host(ops_, text().forward(ctx, to_backend(ops_, ids)), DType::F32);
   }
   Tensor unet(const Tensor& sample, const Tensor& timesteps, const Tensor& ehs) override {
     Ctx ctx{ops_};
-    return unet_.forward(ctx, sample, timesteps, ehs);
+    const DType act = ops_.activation_dtype();
+    return to_host(ops_,
+                   unet_net().forward(ctx, to_backend(ops_, sample, act), to_backend(ops_, timesteps),
+                                      to_backend(ops_, ehs, act)),
+                   DType::F32);
   }
   Tensor vae_decode(const Tensor& z) override {
     Ctx ctx{ops_};
-    return vae_.decode(ctx, z);
+    return to_host(ops_, vae().decode(ctx, to_backend(ops_, z, ops_.activation_dtype())), DType::F32);
   }
 
+ protected:
+  virtual const ClipTextModel& text() const = 0;
+  virtual const UNet2DConditionModel& unet_net() const = 0;
+  virtual const AutoencoderKL& vae() const = 0;
+  Ops& ops_;
+
  private:
-  CpuOps ops_;
   ClipTokenizer tok_;
   SchedulerConfig scheduler_;
+  Info info_;
+};
+
+// Owns its backend and the parameters (working dtype, in backend memory); members are declared before
+// the models that view them.
+class LoadedGenerateModels final : public BackendGenerateModels {
+ public:
+  LoadedGenerateModels(std::unique_ptr<Ops> ops, const ModelFolder& mf, std::string fingerprint)
+      : BackendGenerateModels(*ops, load_tokenizer(mf), mf.scheduler, model_info(mf, std::move(fingerprint))),
+        owned_ops_(std::move(ops)),
+        text_reg_(mf.registry(Component::TextEncoder)),
+        unet_reg_(mf.registry(Component::UNet)),
+        vae_reg_(mf.registry(Component::Vae)),
+        text_flat_(load(mf, Component::TextEncoder, text_reg_)),
+        unet_flat_(load(mf, Component::UNet, unet_reg_)),
+        vae_flat_(load(mf, Component::Vae, vae_reg_)),
+        text_(mf.text_encoder, text_reg_, text_flat_),
+        unet_(mf.unet, unet_reg_, unet_flat_),
+        vae_(mf.vae, vae_reg_, vae_flat_) {}
+
+ protected:
+  const ClipTextModel& text() const override { return text_; }
+  const UNet2DConditionModel& unet_net() const override { return unet_; }
+  const AutoencoderKL& vae() const override { return vae_; }
+
+ private:
+  Tensor load(const ModelFolder& mf, Component c, const ParamRegistry& reg) {
+    const Tensor t = to_backend(ops_, mf.load(c, reg), ops_.activation_dtype());
+    ops_.synchronize();  // the host copy is released on return
+    return t;
+  }
+  std::unique_ptr<Ops> owned_ops_;
+  ParamRegistry text_reg_, unet_reg_, vae_reg_;
+  Tensor text_flat_, unet_flat_, vae_flat_;
+  ClipTextModel text_;
+  UNet2DConditionModel unet_;
+  AutoencoderKL vae_;
+};
+
+// Borrowed networks (the trainer's): same ops, same model classes, so the same numbers as
+// LoadedGenerateModels over the same parameter values.
+class BorrowedGenerateModels final : public BackendGenerateModels {
+ public:
+  BorrowedGenerateModels(Ops& ops, const ModelFolder& mf, const ClipTextModel& text,
+                         const UNet2DConditionModel& unet, const AutoencoderKL& vae)
+      : BackendGenerateModels(ops, load_tokenizer(mf), mf.scheduler, model_info(mf, "")),
+        text_(text),
+        unet_(unet),
+        vae_(vae) {}
+
+ protected:
+  const ClipTextModel& text() const override { return text_; }
+  const UNet2DConditionModel& unet_net() const override { return unet_; }
+  const AutoencoderKL& vae() const override { return vae_; }
+
+ private:
   const ClipTextModel& text_;
   const UNet2DConditionModel& unet_;
   const AutoencoderKL& vae_;
-  Info info_;
 };
 
 }  // namespace
 
-std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir) {
-  return std::make_unique<CpuGenerateModels>(model_dir);
+std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir,
+                                                     const std::string& device) {
+  std::unique_ptr<Ops> ops = make_ops(device);
+  const ModelFolder mf = ModelFolder::open(model_dir);
+  return std::make_unique<LoadedGenerateModels>(std::move(ops), mf, model_fingerprint(model_dir));
 }
 
-std::unique_ptr<GenerateModels> borrow_generate_models(const ModelFolder& mf, const ClipTextModel& text,
+std::unique_ptr<GenerateModels> borrow_generate_models(Ops& ops, const ModelFolder& mf,
+                                                       const ClipTextModel& text,
                                                        const UNet2DConditionModel& unet,
                                                        const AutoencoderKL& vae) {
-  return std::make_unique<BorrowedGenerateModels>(mf, text, unet, vae);
+  return std::make_unique<BorrowedGenerateModels>(ops, mf, text, unet, vae);
 }
 
 }  // namespace db

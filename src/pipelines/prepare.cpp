@@ -189,8 +189,8 @@ PrepareResult prepare(const PrepareOptions& opt) {
         sha256_files_hex({(tok_dir / "vocab.json").string(), (tok_dir / "merges.txt").string()});
     meta.created_by = std::string("dreambooth ") + kVersion;
     if (opt.latents) {
-      encoder =
-          opt.latent_encoder_factory ? opt.latent_encoder_factory() : make_vae_latent_encoder(opt.model_dir);
+      encoder = opt.latent_encoder_factory ? opt.latent_encoder_factory()
+                                           : make_vae_latent_encoder(opt.model_dir, opt.device);
       const int f = encoder->downscale_factor();
       DB_CHECK(f > 0 && meta.resolution % f == 0, "resolution ", meta.resolution,
                " is not a multiple of the VAE downscale factor ", f);

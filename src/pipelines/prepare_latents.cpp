@@ -1,5 +1,4 @@
-// prepare --latents: VAE posterior moments from the model's VAE encoder (CPU fp32 reference ops;
-// the CUDA backend plugs in here once it can run the VAE).
+// prepare --latents: VAE posterior moments from the model's VAE encoder, on the backend make_ops picks.
 //
 // The shard stores what diffusers' DiagonalGaussianDistribution holds after vae.encode(x): the mean
 // and the log-variance clamped to [-30, 20], unscaled (no scaling_factor), NHWC.
@@ -10,7 +9,7 @@
 #include "dreambooth/core/sha256.h"
 #include "dreambooth/pipelines/prepare.h"
 
-#include "dreambooth/backend/cpu_ops.h"
+#include "dreambooth/backend/device.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/models/vae.h"
 
@@ -20,13 +19,14 @@ namespace {
 
 class VaeLatentEncoder final : public LatentEncoder {
  public:
-  explicit VaeLatentEncoder(const std::string& model_dir) {
+  VaeLatentEncoder(const std::string& model_dir, const std::string& device) : ops_(make_ops(device)) {
     const ModelFolder m = ModelFolder::open(model_dir);
     cfg_ = m.vae;
     reg_ = m.registry(Component::Vae);
     const WeightFiles wf = m.weight_files(Component::Vae);
     fingerprint_ = sha256_files_hex(wf.files);
-    flat_ = m.load(Component::Vae, reg_);
+    flat_ = to_backend(*ops_, m.load(Component::Vae, reg_), ops_->activation_dtype());
+    ops_->synchronize();
     vae_ = std::make_unique<AutoencoderKL>(cfg_, reg_, flat_);
     DB_CHECK(cfg_.latent_channels == 4, m.component_dir(Component::Vae), "/config.json: latent_channels ",
              cfg_.latent_channels, " (shards hold 4)");
@@ -35,9 +35,11 @@ class VaeLatentEncoder final : public LatentEncoder {
   std::string fingerprint() const override { return fingerprint_; }
 
   void encode(const float* images, int n, int resolution, float* mean, float* logvar) override {
-    Tensor x = Tensor::wrap(const_cast<float*>(images), {n, resolution, resolution, 3}, DType::F32);
-    Ctx ctx{ops_};
-    Tensor moments = vae_->encode(ctx, x);  // [n, h, w, 8]: mean | logvar on channels
+    const Tensor x = Tensor::wrap(const_cast<float*>(images), {n, resolution, resolution, 3}, DType::F32);
+    Ctx ctx{*ops_};
+    // [n, h, w, 8]: mean | logvar on channels
+    const Tensor moments =
+        to_host(*ops_, vae_->encode(ctx, to_backend(*ops_, x, ops_->activation_dtype())), DType::F32);
     const int64_t C = moments.dim(3), half = C / 2;
     DB_CHECK(half == 4, "VAE encoder returned ", moments.desc(), ", expected 8 channels");
     const int64_t pixels = moments.numel() / C;
@@ -49,18 +51,19 @@ class VaeLatentEncoder final : public LatentEncoder {
   }
 
  private:
+  std::unique_ptr<Ops> ops_;
   VaeConfig cfg_;
   ParamRegistry reg_;
   Tensor flat_;
   std::unique_ptr<AutoencoderKL> vae_;
-  CpuOps ops_;
   std::string fingerprint_;
 };
 
 }  // namespace
 
-std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_dir) {
-  return std::make_unique<VaeLatentEncoder>(model_dir);
+std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_dir,
+                                                       const std::string& device) {
+  return std::make_unique<VaeLatentEncoder>(model_dir, device);
 }
 
 }  // namespace db

@@ -13,11 +13,11 @@
 #include <sstream>
 #include <unistd.h>
 
-#include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/backend/device.h"
 #include "dreambooth/core/log.h"
 #include "dreambooth/core/version.h"
 #include "dreambooth/diffusion/noise_schedule.h"
+#include "dreambooth/dist/communicator.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/io/checkpoint_dir.h"
 #include "dreambooth/io/model_folder.h"
@@ -57,40 +57,57 @@ std::string hms(double s) {
 
 // ---- checkpoints ----
 
-void write_checkpoint(const std::string& out, int64_t step, const TrainState& st, const ModelFolder& base,
-                      const nlohmann::json& state) {
+// Weights (f32 masters) and AdamW moments, downloaded from the backend. A frozen text encoder has no
+// moments: optimizer.safetensors then holds the UNet's only.
+void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const TrainState& st,
+                      const ModelFolder& base, const nlohmann::json& state) {
   AtomicDir dir(out + "/" + checkpoint_name(step));
-  save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_reg, st.unet_p,
-                 DType::F32);
-  save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_reg,
-                 st.te_p, DType::F32);
-  write_safetensors(dir.path() + "/optimizer.safetensors",
-                    {{"unet.m", st.unet_m},
-                     {"unet.v", st.unet_v},
-                     {"text_encoder.m", st.te_m},
-                     {"text_encoder.v", st.te_v}},
+  save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
+                 to_host(ops, st.unet_buf.master), DType::F32);
+  save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
+                 to_host(ops, st.te_buf.master), DType::F32);
+  std::vector<std::pair<std::string, Tensor>> moments = {{"unet.m", to_host(ops, st.unet_buf.m)},
+                                                         {"unet.v", to_host(ops, st.unet_buf.v)}};
+  if (st.te_buf.trained()) {
+    moments.emplace_back("text_encoder.m", to_host(ops, st.te_buf.m));
+    moments.emplace_back("text_encoder.v", to_host(ops, st.te_buf.v));
+  }
+  write_safetensors(dir.path() + "/optimizer.safetensors", moments,
                     {{"adam_step", std::to_string(st.adam_step)}});
   write_json_file(dir.path() + "/state.json", state);  // the marker: written last
   dir.commit();
 }
 
-void read_flat(const SafetensorsFile& f, const std::string& name, Tensor& dst) {
+void read_flat(Ops& ops, const SafetensorsFile& f, const std::string& name, Tensor& dst) {
   const SafeTensorInfo* t = f.find(name);
-  DB_CHECK(t, f.path(), ": no tensor ", name);
+  DB_CHECK(
+      t, f.path(), ": no tensor ", name,
+      name.starts_with("text_encoder.") ? " (was the checkpoint written with a frozen text encoder?)" : "");
   DB_CHECK(shape_numel(t->shape) == dst.numel(), f.path(), ": ", name, " has ", shape_numel(t->shape),
            " elements, the model needs ", dst.numel(), " (a checkpoint of another model?)");
-  f.read_f32(*t, dst.f32());
+  Tensor host = Tensor::empty(dst.shape());
+  f.read_f32(*t, host.f32());
+  ops.upload(host.raw(), dst);
+  ops.synchronize();
 }
 
-void load_checkpoint(const std::string& ckpt, TrainState& st) {
-  st.unet_p.copy_from(load_weights(find_weight_files(ckpt + "/unet", Component::UNet).path, st.unet_reg));
-  st.te_p.copy_from(
-      load_weights(find_weight_files(ckpt + "/text_encoder", Component::TextEncoder).path, st.te_reg));
+void upload_weights(Ops& ops, const std::string& dir, Component c, ModelBuffers& b) {
+  const Tensor host = load_weights(find_weight_files(dir, c).path, b.reg);
+  ops.upload(host.raw(), b.master);
+  ops.synchronize();
+  b.refresh_working(ops);
+}
+
+void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
+  upload_weights(ops, ckpt + "/unet", Component::UNet, st.unet_buf);
+  upload_weights(ops, ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
   const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
-  read_flat(f, "unet.m", st.unet_m);
-  read_flat(f, "unet.v", st.unet_v);
-  read_flat(f, "text_encoder.m", st.te_m);
-  read_flat(f, "text_encoder.v", st.te_v);
+  read_flat(ops, f, "unet.m", st.unet_buf.m);
+  read_flat(ops, f, "unet.v", st.unet_buf.v);
+  if (st.te_buf.trained()) {
+    read_flat(ops, f, "text_encoder.m", st.te_buf.m);
+    read_flat(ops, f, "text_encoder.v", st.te_buf.v);
+  }
 }
 
 // ---- the output pipeline folder ----
@@ -103,10 +120,12 @@ void copy_tree_atomic(const std::string& src, const std::string& dst) {
   fs::rename(tmp, dst);
 }
 
-void write_pipeline(const std::string& out, const TrainState& st, const ModelFolder& base, DType dtype) {
-  save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_reg, st.unet_p, dtype);
-  save_component(out, Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_reg, st.te_p,
-                 dtype);
+void write_pipeline(Ops& ops, const std::string& out, const TrainState& st, const ModelFolder& base,
+                    DType dtype) {
+  save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
+                 to_host(ops, st.unet_buf.master), dtype);
+  save_component(out, Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
+                 to_host(ops, st.te_buf.master), dtype);
   {  // the frozen VAE, re-saved from the base weights (bit-identical in fp32)
     const ParamRegistry vreg = base.registry(Component::Vae);
     const Tensor vp = base.load(Component::Vae, vreg);
@@ -171,9 +190,6 @@ TrainResult run_train(const TrainOptions& o) {
   DB_CHECK(o.lr > 0 && std::isfinite(o.lr), "train: --lr must be > 0 (got ", o.lr, ")");
   make_lr_schedule(o.lr_scheduler, o.lr, o.lr_warmup_steps, 1);  // validates --lr-scheduler up front
   DB_CHECK(o.lr_warmup_steps >= 0, "train: --lr-warmup-steps must be >= 0");
-  const BackendKind backend = select_backend(o.device);
-  if (backend != BackendKind::CPU)
-    log_warn("train: the CUDA training path is not implemented yet; training on the CPU reference");
   const bool validate = !o.validation_prompt.empty();
   if (validate) {
     DB_CHECK(o.validation_every >= 1, "train: --validation-every must be >= 1 with --validation-prompt (got ",
@@ -189,7 +205,9 @@ TrainResult run_train(const TrainOptions& o) {
 
   const ModelFolder base = ModelFolder::open(o.model);
   const NoiseSchedule sched(base.scheduler);
-  TrainState st = TrainState::load(base);
+  const std::unique_ptr<Ops> ops = make_ops(o.device);
+  const std::unique_ptr<Communicator> comm = make_mpi_communicator(*ops);
+  TrainState st = TrainState::load(*ops, base, o.train_text_encoder);
 
   // Resume: weights, moments, step, cursor. Every rank reads the checkpoint (shared file system).
   int64_t step = 0, consecutive_bad = 0;
@@ -216,14 +234,15 @@ TrainResult run_train(const TrainOptions& o) {
     } catch (const nlohmann::json::exception& e) {
       throw Error(resumed_from, "/state.json: ", e.what());
     }
-    load_checkpoint(resumed_from, st);
+    load_checkpoint(*ops, resumed_from, st);
     log_info("train: resumed from ", resumed_from, " at step ", step);
   }
   // All ranks must agree on where they are.
-  for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step})
-    DB_CHECK(allreduce_max(v) == v && -allreduce_max(-v) == v,
-             "train: ranks disagree on the resumed step, data ", "cursor or optimizer step (is ", o.out,
-             " on a shared file system?)");
+  for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step}) {
+    const int64_t hi = allreduce_max(v), lo = -allreduce_max(-v);  // both collectives on every rank
+    DB_CHECK(hi == v && lo == v, "train: ranks disagree on the resumed step, data ",
+             "cursor or optimizer step (is ", o.out, " on a shared file system?)");
+  }
 
   DataLoaderOptions lo;
   lo.instance = o.instance;
@@ -261,7 +280,8 @@ TrainResult run_train(const TrainOptions& o) {
   auto ensure_vae = [&]() -> AutoencoderKL& {
     if (!vae) {
       vae_reg = base.registry(Component::Vae);
-      vae_p = base.load(Component::Vae, vae_reg);
+      vae_p = to_backend(*ops, base.load(Component::Vae, vae_reg), ops->activation_dtype());
+      ops->synchronize();
       vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
     }
     return *vae;
@@ -295,7 +315,7 @@ TrainResult run_train(const TrainOptions& o) {
   auto run_validation = [&](int64_t at_step) {
     if (w.is_root()) {
       const double tv = now_s();
-      if (!val_models) val_models = borrow_generate_models(base, *st.te, *st.unet, ensure_vae());
+      if (!val_models) val_models = borrow_generate_models(*ops, base, *st.te, *st.unet, ensure_vae());
       const std::string dir = validation_dir(o.out, at_step);
       fs::create_directories(o.out + "/validation");
       AtomicDir tmp(dir);
@@ -316,8 +336,7 @@ TrainResult run_train(const TrainOptions& o) {
     barrier();
   };
 
-  CpuOps ops;
-  Ctx ctx{ops};
+  Ctx ctx{*ops};
   TrainResult res;
   res.start_step = step;
   res.output = o.out;
@@ -330,8 +349,7 @@ TrainResult run_train(const TrainOptions& o) {
       throw Error("train: injected failure at step ", step, " (DREAMBOOTH_FAIL_RANK/DREAMBOOTH_FAIL_STEP)");
     const double t0 = now_s();
     double wait = 0;
-    LossParts sum;
-    bool finite = true;
+    TrainStep ts(ctx, st, sched, so, comm.get());
     for (int a = 0; a < accum; ++a) {
       Batch b = loader.next();
       wait += b.wait_seconds;
@@ -342,7 +360,11 @@ TrainResult run_train(const TrainOptions& o) {
       mb.prior = b.prior;
       mb.ids = b.prompt_ids;
       Tensor mean = b.latent_mean, logvar = b.latent_logvar;
-      if (!b.latents) split_moments(ensure_vae().encode(ctx, b.pixels), &mean, &logvar);
+      if (!b.latents)
+        split_moments(
+            to_host(*ops, ensure_vae().encode(ctx, to_backend(*ops, b.pixels, ops->activation_dtype())),
+                    DType::F32),
+            &mean, &logvar);
       mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
                                         base.vae.scaling_factor);
       mb.noise = Tensor::empty(mean.shape());
@@ -355,14 +377,12 @@ TrainResult run_train(const TrainOptions& o) {
         std::memcpy(mb.noise.f32() + i * per, e.f32(), size_t(per) * 4);
         mb.timesteps.push_back(draw_timesteps(o.seed, key, slot, 1, int(T))[0]);
       }
-      const LossParts lp = forward_backward(ctx, st, sched, mb, so, 1.f / float(accum));
-      finite = finite && std::isfinite(lp.loss);
-      sum.loss += lp.loss / accum;
-      sum.instance += lp.instance / accum;
-      sum.prior += lp.prior / accum;
+      ts.micro_batch(std::move(mb), 1.f / float(accum), a + 1 == accum);
     }
-    const UpdateResult ur = apply_update(st, so, step, finite);
-    double losses[3] = {sum.loss, sum.instance, sum.prior};
+    ts.update(step);
+    const StepResult sr = ts.finish();
+    const UpdateResult& ur = sr.update;
+    double losses[3] = {sr.loss.loss, sr.loss.instance, sr.loss.prior};
     allreduce_sum(losses, 3);
     for (double& l : losses) l /= w.size;
     ++step;
@@ -433,7 +453,7 @@ TrainResult run_train(const TrainOptions& o) {
                             {"train_text_encoder", o.train_text_encoder},
                             {"model", o.model},
                             {"dreambooth_version", std::string(kVersion)}};
-        write_checkpoint(o.out, step, st, base, s);
+        write_checkpoint(*ops, o.out, step, st, base, s);
         for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
           log_info("train: removed ", p);
         log_info("train: wrote ", o.out, "/", checkpoint_name(step));
@@ -448,7 +468,7 @@ TrainResult run_train(const TrainOptions& o) {
   }
   res.end_step = step;
   if (w.is_root()) {
-    write_pipeline(o.out, st, base, save_dtype);
+    write_pipeline(*ops, o.out, st, base, save_dtype);
     log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");
   }

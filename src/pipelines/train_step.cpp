@@ -5,73 +5,124 @@
 #include <cstring>
 
 #include "dreambooth/core/error.h"
-#include "dreambooth/core/log.h"
 #include "dreambooth/core/philox.h"
-#include "dreambooth/dist/world.h"
+#include "dreambooth/dist/communicator.h"
+#include "dreambooth/dist/gradient_reducer.h"
 #include "dreambooth/io/model_folder.h"
-#include "dreambooth/optim/grad_clip.h"
 
 namespace db {
 
-void TrainState::bind() {
-  unet = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_reg, unet_p);
-  unet_grad = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_reg, unet_g);
-  te = std::make_unique<ClipTextModel>(te_cfg, te_reg, te_p);
-  te_grad = std::make_unique<ClipTextModel>(te_cfg, te_reg, te_g);
+ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained) {
+  DB_CHECK(host_params.numel() == reg.total_numel() && host_params.dtype() == DType::F32, "parameter buffer ",
+           host_params.desc(), " does not match the registry (", reg.total_numel(), " f32 elements)");
+  ModelBuffers b;
+  b.reg = std::move(reg);
+  b.master = to_backend(ops, host_params, DType::F32);
+  b.working = b.master;
+  b.refresh_working(ops);
+  if (trained) {
+    const Shape s{b.reg.total_numel()};
+    for (Tensor* t : {&b.grad, &b.m, &b.v}) {
+      *t = ops.empty(s, DType::F32);
+      ops.fill(*t, 0.f);
+    }
+  }
+  return b;
 }
 
-TrainState TrainState::from(const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
-                            const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp) {
+void ModelBuffers::refresh_working(Ops& ops) {
+  if (ops.activation_dtype() == DType::F32) {
+    working = master;
+    return;
+  }
+  if (!working.defined() || working.dtype() != ops.activation_dtype())
+    working = ops.empty(master.shape(), ops.activation_dtype());
+  ops.cast(master, working);
+}
+
+void TrainState::bind() {
+  unet = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.working);
+  unet_grad = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.grad);
+  te = std::make_unique<ClipTextModel>(te_cfg, te_buf.reg, te_buf.working);
+  te_grad = te_buf.trained() ? std::make_unique<ClipTextModel>(te_cfg, te_buf.reg, te_buf.grad) : nullptr;
+}
+
+TrainState TrainState::from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
+                            const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
+                            bool train_text_encoder) {
   TrainState s;
   s.unet_cfg = uc;
   s.te_cfg = tc;
-  s.unet_reg = ureg;
-  s.te_reg = treg;
-  DB_CHECK(up.numel() == ureg.total_numel() && tp.numel() == treg.total_numel(),
-           "TrainState: parameter buffers do not match the registries");
-  s.unet_p = up;
-  s.te_p = tp;
-  const Shape us{ureg.total_numel()}, ts{treg.total_numel()};
-  s.unet_g = Tensor::zeros(us);
-  s.unet_m = Tensor::zeros(us);
-  s.unet_v = Tensor::zeros(us);
-  s.te_g = Tensor::zeros(ts);
-  s.te_m = Tensor::zeros(ts);
-  s.te_v = Tensor::zeros(ts);
+  s.unet_buf = ModelBuffers::create(ops, ureg, up, true);
+  s.te_buf = ModelBuffers::create(ops, treg, tp, train_text_encoder);
   s.bind();
   return s;
 }
 
-TrainState TrainState::load(const ModelFolder& folder) {
+TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder) {
   ParamRegistry ureg = folder.registry(Component::UNet), treg = folder.registry(Component::TextEncoder);
-  Tensor up = folder.load(Component::UNet, ureg);
-  Tensor tp = folder.load(Component::TextEncoder, treg);
-  return from(folder.unet, ureg, up, folder.text_encoder, treg, tp);
+  const Tensor up = folder.load(Component::UNet, ureg);
+  const Tensor tp = folder.load(Component::TextEncoder, treg);
+  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder);
 }
 
-void TrainState::zero_grads() {
-  unet_g.fill(0.f);
-  te_g.fill(0.f);
+void TrainState::zero_grads(Ops& ops) {
+  for (ModelBuffers* b : {&unet_buf, &te_buf})
+    if (b->trained()) ops.fill(b->grad, 0.f);
+}
+
+void prepare_targets(const NoiseSchedule& sched, MicroBatch& mb) {
+  if (mb.noisy.defined() && mb.target.defined()) return;
+  mb.noisy = sched.add_noise(mb.latents, mb.noise, mb.timesteps);
+  mb.target = sched.target(mb.latents, mb.noise, mb.timesteps);
 }
 
 namespace {
 
-// mean((pred - target)^2) over n elements in double (reported), and d/dpred of w * that mean, scaled.
-double mse_and_grad(const float* pred, const float* target, int64_t n, double weight, float* dpred) {
-  double s = 0;
-  const float k = float(2.0 * weight / double(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const float d = pred[i] - target[i];
-    s += double(d) * d;
-    dpred[i] = k * d;
+// d loss / d sample_mse[s] for the micro-batch's loss (per sample, before the accumulation scale):
+// instance samples w_b / B (min-SNR weight, else 1), class samples prior_loss_weight / B.
+std::vector<double> loss_weights(const MicroBatch& mb, const NoiseSchedule& sched, const StepOptions& opt) {
+  const int B = mb.pairs;
+  std::vector<float> w(size_t(B), 1.f);
+  if (opt.snr_gamma > 0) {
+    std::vector<int> ti(mb.timesteps.begin(), mb.timesteps.begin() + B);
+    w = sched.min_snr_weights(ti, opt.snr_gamma);
   }
-  return s / double(n);
+  std::vector<double> out;
+  for (int b = 0; b < B; ++b) out.push_back(double(w[size_t(b)]));
+  if (mb.prior)
+    for (int b = 0; b < B; ++b) out.push_back(double(opt.prior_loss_weight));
+  return out;
 }
 
 }  // namespace
 
-LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
-                           const StepOptions& opt, float grad_scale) {
+LossParts combine_losses(const float* sample_mse, const MicroBatch& mb, const NoiseSchedule& sched,
+                         const StepOptions& opt) {
+  const std::vector<double> w = loss_weights(mb, sched, opt);
+  const int B = mb.pairs;
+  LossParts lp;
+  for (int b = 0; b < B; ++b) lp.instance += w[size_t(b)] * double(sample_mse[b]) / B;
+  if (mb.prior)
+    for (int b = B; b < 2 * B; ++b) lp.prior += double(sample_mse[b]) / B;
+  lp.loss = lp.instance + double(opt.prior_loss_weight) * lp.prior;
+  return lp;
+}
+
+TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
+                     Communicator* comm, size_t bucket_bytes)
+    : ctx_(ctx), st_(st), sched_(sched), opt_(opt), comm_(comm && comm->size() > 1 ? comm : nullptr) {
+  if (comm_) {
+    reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
+    reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad);
+    if (st.te_buf.trained()) reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad);
+  }
+}
+
+TrainStep::~TrainStep() = default;
+
+void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
+  DB_CHECK(!updated_, "train step: micro_batch after update");
   const int64_t S = mb.latents.dim(0);
   const int B = mb.pairs;
   DB_CHECK(S == (mb.prior ? 2 * B : B), "train step: ", S, " samples for ", B, " pairs (prior ",
@@ -79,84 +130,124 @@ LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched,
   DB_CHECK(mb.noise.shape() == mb.latents.shape(), "train step: noise ", shape_str(mb.noise.shape()),
            " vs latents ", shape_str(mb.latents.shape()));
   DB_CHECK(int64_t(mb.timesteps.size()) == S && mb.ids.dim(0) == S, "train step: batch sizes disagree");
+  prepare_targets(sched_, mb);
+  Ops& ops = ctx_.ops;
+  const DType act = ops.activation_dtype();
 
-  Tensor noisy = sched.add_noise(mb.latents, mb.noise, mb.timesteps);
-  Tensor target = sched.target(mb.latents, mb.noise, mb.timesteps);
   Tensor tf = Tensor::empty({S});
   for (int64_t i = 0; i < S; ++i) tf.f32()[i] = float(mb.timesteps[size_t(i)]);
+  const Tensor t_dev = to_backend(ops, tf), ids = to_backend(ops, mb.ids);
+  const Tensor noisy = to_backend(ops, mb.noisy, act), target = to_backend(ops, mb.target, DType::F32);
 
+  const bool train_te = opt_.train_text_encoder && st_.te_grad;
   ClipTextModel::Saved ts;
-  ts.gradient_checkpointing = opt.gradient_checkpointing;
-  Tensor ehs = opt.train_text_encoder ? st.te->forward(ctx, mb.ids, ts) : st.te->forward(ctx, mb.ids);
+  ts.gradient_checkpointing = opt_.gradient_checkpointing;
+  Tensor ehs = st_.te->forward(ctx_, ids, train_te ? &ts : nullptr);
   UNet2DConditionModel::Saved us;
-  us.gradient_checkpointing = opt.gradient_checkpointing;
-  Tensor pred = st.unet->forward(ctx, noisy, tf, ehs, us);
+  us.gradient_checkpointing = opt_.gradient_checkpointing;
+  Tensor pred = st_.unet->forward(ctx_, noisy, t_dev, ehs, &us);
 
-  // Loss and its gradient, per sample (min-SNR weights apply per instance sample; see the header).
-  const int64_t per = pred.numel() / S;
-  Tensor dpred = Tensor::empty(pred.shape());
-  std::vector<float> w(size_t(B), 1.f);
-  if (opt.snr_gamma > 0) {
-    std::vector<int> ti(mb.timesteps.begin(), mb.timesteps.begin() + B);
-    w = sched.min_snr_weights(ti, opt.snr_gamma);
-  }
-  LossParts lp;
-  for (int b = 0; b < B; ++b) {
-    const double l = mse_and_grad(pred.f32() + b * per, target.f32() + b * per, per,
-                                  double(w[size_t(b)]) * grad_scale / B, dpred.f32() + b * per);
-    lp.instance += double(w[size_t(b)]) * l / B;
-  }
-  if (mb.prior)
-    for (int b = B; b < 2 * B; ++b) {
-      const double l = mse_and_grad(pred.f32() + b * per, target.f32() + b * per, per,
-                                    double(opt.prior_loss_weight) * grad_scale / B, dpred.f32() + b * per);
-      lp.prior += l / B;
-    }
-  lp.loss = lp.instance + double(opt.prior_loss_weight) * lp.prior;
+  std::vector<double> gw = loss_weights(mb, sched_, opt_);
+  for (double& g : gw) g = g * grad_scale / B;
+  Tensor dpred = ctx_.alloc(pred.shape());
+  Tensor mse = ops.empty({S}, DType::F32);
+  ops.mse_loss_forward_backward(pred, target, gw, dpred, mse);
+  mse_.push_back(mse);
 
-  if (opt.train_text_encoder) {
-    Tensor dehs = Tensor::zeros(ehs.shape());
-    st.unet->backward(ctx, us, dpred, st.unet_grad.get(), &dehs);
-    st.te->backward(ctx, ts, dehs, st.te_grad.get());
+  // The last micro-batch's backward announces finished blocks to the reducer.
+  Ctx bctx{ops};
+  auto announce = [&](const char* model) {
+    if (last && reducer_)
+      bctx.grads_ready = [this, model](const std::string& p) { reducer_->ready(model, p); };
+  };
+  announce("unet");
+  if (train_te) {
+    Tensor dehs = ctx_.alloc(ehs.shape());
+    ops.fill(dehs, 0.f);
+    st_.unet->backward(bctx, us, dpred, st_.unet_grad.get(), &dehs);
+    announce("text_encoder");
+    st_.te->backward(bctx, ts, dehs, st_.te_grad.get());
   } else {
-    st.unet->backward(ctx, us, dpred, st.unet_grad.get(), nullptr);
+    st_.unet->backward(bctx, us, dpred, st_.unet_grad.get(), nullptr);
   }
-  return lp;
+  mbs_.push_back(std::move(mb));
 }
 
-UpdateResult apply_update(TrainState& st, const StepOptions& opt, int64_t step, bool loss_finite) {
-  UpdateResult r;
-  r.lr = opt.lr.lr_at(step);
-  const World& w = world();
-  float* ug = st.unet_g.f32();
-  float* tg = st.te_g.f32();
-  const int64_t un = st.unet_g.numel(), tn = st.te_g.numel();
-  if (w.size > 1) {  // data parallel: every rank ends with the same averaged gradient
-    allreduce_sum(ug, size_t(un));
-    if (opt.train_text_encoder) allreduce_sum(tg, size_t(tn));
-    const float inv = 1.f / float(w.size);
-    scale_in_place(ug, un, inv);
-    if (opt.train_text_encoder) scale_in_place(tg, tn, inv);
+void TrainStep::update(int64_t step) {
+  DB_CHECK(!mse_.empty() && !updated_, "train step: update needs micro-batches, once");
+  Ops& ops = ctx_.ops;
+  if (reducer_) reducer_->finish();  // every rank now holds the averaged gradient
+
+  // Losses of every rank summed: finite exactly when finite on every rank.
+  int64_t total = 0;
+  for (const Tensor& m : mse_) total += m.numel();
+  check_ = ops.empty({total}, DType::F32);
+  for (int64_t off = 0; const Tensor& m : mse_) {
+    Tensor dst = check_.slice(off, off + m.numel());
+    ops.copy(m, dst);
+    off += m.numel();
   }
-  double ss = sum_of_squares(ug, un);
-  if (opt.train_text_encoder) ss += sum_of_squares(tg, tn);
-  r.grad_norm = std::sqrt(ss);
-  const bool finite = !any_rank(!loss_finite) && std::isfinite(r.grad_norm);
-  if (finite) {
-    if (opt.max_grad_norm > 0) {
-      r.clip_coef = clip_coefficient(r.grad_norm, opt.max_grad_norm);
-      if (r.clip_coef < 1.f) {
-        scale_in_place(ug, un, r.clip_coef);
-        if (opt.train_text_encoder) scale_in_place(tg, tn, r.clip_coef);
-      }
+  if (comm_) comm_->allreduce_sum(check_);
+
+  sumsq_ = ops.empty({2}, DType::F64);
+  ops.fill(sumsq_, 0.f);
+  ModelBuffers* models[2] = {&st_.unet_buf, &st_.te_buf};
+  for (int i = 0; i < 2; ++i)
+    if (models[i]->trained()) {
+      Tensor out = sumsq_.slice(i, i + 1);
+      ops.sum_of_squares(models[i]->grad, out);
     }
-    ++st.adam_step;
-    adamw_step(st.unet_p.f32(), ug, st.unet_m.f32(), st.unet_v.f32(), un, opt.adam, r.lr, st.adam_step);
-    if (opt.train_text_encoder)
-      adamw_step(st.te_p.f32(), tg, st.te_m.f32(), st.te_v.f32(), tn, opt.adam, r.lr, st.adam_step);
-    r.applied = true;
+  coef_ = ops.empty({2}, DType::F32);
+  ops.clip_and_check(sumsq_, check_, opt_.max_grad_norm, coef_);
+
+  lr_ = opt_.lr.lr_at(step);
+  AdamWStep p;
+  p.lr = lr_;
+  p.beta1 = opt_.adam.beta1;
+  p.beta2 = opt_.adam.beta2;
+  p.eps = opt_.adam.eps;
+  p.weight_decay = opt_.adam.weight_decay;
+  p.step = st_.adam_step + 1;
+  for (ModelBuffers* b : models)
+    if (b->trained()) {
+      Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
+      ops.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef_);
+    }
+  st_.zero_grads(ops);
+  updated_ = true;
+}
+
+LossParts TrainStep::losses() {
+  std::vector<std::vector<float>> mse(mse_.size());
+  for (size_t i = 0; i < mse_.size(); ++i) {
+    mse[i].resize(size_t(mse_[i].numel()));
+    ctx_.ops.download(mse_[i], mse[i].data());
   }
-  st.zero_grads();
+  ctx_.ops.synchronize();
+  LossParts sum;
+  const double n = double(mbs_.size());
+  for (size_t i = 0; i < mbs_.size(); ++i) {
+    const LossParts lp = combine_losses(mse[i].data(), mbs_[i], sched_, opt_);
+    sum.loss += lp.loss / n;
+    sum.instance += lp.instance / n;
+    sum.prior += lp.prior / n;
+  }
+  return sum;
+}
+
+StepResult TrainStep::finish() {
+  DB_CHECK(updated_, "train step: finish before update");
+  double sumsq[2];
+  float coef[2];
+  ctx_.ops.download(sumsq_, sumsq);
+  ctx_.ops.download(coef_, coef);
+  StepResult r;
+  r.loss = losses();  // synchronises: one wait for everything downloaded
+  r.update.grad_norm = std::sqrt(sumsq[0] + sumsq[1]);
+  r.update.lr = lr_;
+  r.update.clip_coef = coef[0];
+  r.update.applied = coef[1] != 0.f;
+  if (r.update.applied) ++st_.adam_step;
   return r;
 }
 

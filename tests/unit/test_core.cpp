@@ -3,7 +3,6 @@
 #include <cmath>
 #include <set>
 
-#include "dreambooth/core/arena.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/philox.h"
 #include "dreambooth/core/tensor.h"
@@ -73,19 +72,4 @@ TEST(Core, PhiloxNormalsHaveUnitMoments) {
   // Different keys give different streams.
   PhiloxStream t(1234, RngPurpose::Noise, 7, 4);
   EXPECT_NE(s.u32(0), t.u32(0));
-}
-
-TEST(Core, ArenaBumpsAndMeasures) {
-  Arena measure(0, true);
-  measure.alloc({10});
-  size_t m = measure.mark();
-  measure.alloc({100});
-  measure.release(m);
-  measure.alloc({20});
-  Arena real(measure.peak());
-  Tensor a = real.alloc({10});
-  Tensor b = real.alloc({100});
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.raw()) % 64, 0u);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.raw()) % 64, 0u);
-  EXPECT_THROW(real.alloc({1000}), Error);
 }

@@ -69,7 +69,7 @@ TEST(NnBackward, ResnetBlock2D) {
     ResnetBlock2D layer(b.p(), o), grad(b.g(), o);
     Tensor x = b.in("x"), temb = b.in("temb");
     ResnetBlock2D::Saved s;
-    Tensor y = layer.forward(ctx, x, temb, s);
+    Tensor y = layer.forward(ctx, x, temb, &s);
     expect_same_bits(y, layer.forward(ctx, x, temb), b.c);
     expect_close(b.c + ".y", y, b.in("y"), kTol);
     Tensor dtemb = Tensor::zeros(temb.shape());
@@ -90,7 +90,7 @@ TEST(NnBackward, ResnetBlock2DScaledNoTimeEmbedding) {
   o.output_scale_factor = 2.f;
   ResnetBlock2D layer(b.p(), o), grad(b.g(), o);
   ResnetBlock2D::Saved s;
-  Tensor y = layer.forward(ctx, b.in("x"), Tensor(), s);
+  Tensor y = layer.forward(ctx, b.in("x"), Tensor(), &s);
   expect_same_bits(y, layer.forward(ctx, b.in("x"), Tensor()), b.c);
   expect_close(b.c + ".y", y, b.in("y"), kTol);
   expect_close(b.c + ".dx", layer.backward(ctx, s, b.in("dy"), &grad, nullptr), b.in("dx"), kTol);
@@ -104,7 +104,7 @@ TEST(NnBackward, Resample) {
     Bound b = bind("downsample");
     Downsample2D layer(b.p(), 1), grad(b.g(), 1);
     Downsample2D::Saved s;
-    Tensor y = layer.forward(ctx, b.in("x"), s);
+    Tensor y = layer.forward(ctx, b.in("x"), &s);
     expect_close("downsample.y", y, b.in("y"), kTol);
     expect_close("downsample.dx", layer.backward(ctx, s, b.in("dy"), &grad), b.in("dx"), kTol);
     expect_param_grads(b);
@@ -113,7 +113,7 @@ TEST(NnBackward, Resample) {
     Bound b = bind("upsample");
     Upsample2D layer(b.p()), grad(b.g());
     Upsample2D::Saved s;
-    Tensor y = layer.forward(ctx, b.in("x"), s);
+    Tensor y = layer.forward(ctx, b.in("x"), &s);
     expect_same_bits(y, layer.forward(ctx, b.in("x")), "upsample");
     expect_close("upsample.y", y, b.in("y"), kTol);
     expect_close("upsample.dx", layer.backward(ctx, s, b.in("dy"), &grad), b.in("dx"), kTol);
@@ -128,7 +128,7 @@ TEST(NnBackward, TimestepEmbedding) {
   TimestepEmbeddingParams tp;  // flip_sin_to_cos, shift 0 (SD)
   TimestepEmbedding layer(b.p(), 8, tp, Activation::SiLU), grad(b.g(), 8, tp, Activation::SiLU);
   TimestepEmbedding::Saved s;
-  Tensor y = layer.forward(ctx, b.in("t"), s);
+  Tensor y = layer.forward(ctx, b.in("t"), &s);
   expect_same_bits(y, layer.forward(ctx, b.in("t")), b.c);
   expect_close(b.c + ".y", y, b.in("y"), kTol);
   layer.backward(ctx, s, b.in("dy"), &grad);
@@ -144,7 +144,7 @@ TEST(NnBackward, AttentionAndFeedForward) {
     const bool cross = b.c == "attention_cross";
     Tensor x = b.in("x"), context = cross ? b.in("context") : Tensor();
     Attention::Saved s;
-    Tensor y = layer.forward(ctx, x, context, s);
+    Tensor y = layer.forward(ctx, x, context, &s);
     expect_same_bits(y, layer.forward(ctx, x, context), b.c);
     expect_close(b.c + ".y", y, b.in("y"), kTol);
     Tensor dcontext = cross ? Tensor::zeros(context.shape()) : Tensor();
@@ -156,7 +156,7 @@ TEST(NnBackward, AttentionAndFeedForward) {
   Bound b = bind("feed_forward");
   FeedForward layer(b.p()), grad(b.g());
   FeedForward::Saved s;
-  Tensor y = layer.forward(ctx, b.in("x"), s);
+  Tensor y = layer.forward(ctx, b.in("x"), &s);
   expect_close("feed_forward.y", y, b.in("y"), kTol);
   expect_close("feed_forward.dx", layer.backward(ctx, s, b.in("dy"), &grad), b.in("dx"), kTol);
   expect_param_grads(b);
@@ -169,7 +169,7 @@ TEST(NnBackward, BasicTransformerBlock) {
   BasicTransformerBlock layer(b.p(), 2, 1e-5f, false, false), grad(b.g(), 2, 1e-5f, false, false);
   Tensor x = b.in("x"), context = b.in("context");
   BasicTransformerBlock::Saved s;
-  Tensor y = layer.forward(ctx, x, context, s);
+  Tensor y = layer.forward(ctx, x, context, &s);
   expect_same_bits(y, layer.forward(ctx, x, context), b.c);
   expect_close(b.c + ".y", y, b.in("y"), kTol);
   Tensor dcontext = Tensor::zeros(context.shape());
@@ -189,7 +189,7 @@ TEST(NnBackward, Transformer2D) {
     Transformer2D layer(b.p(), o), grad(b.g(), o);
     Tensor x = b.in("x"), context = b.in("context");
     Transformer2D::Saved s;
-    Tensor y = layer.forward(ctx, x, context, s);
+    Tensor y = layer.forward(ctx, x, context, &s);
     expect_same_bits(y, layer.forward(ctx, x, context), b.c);
     expect_close(b.c + ".y", y, b.in("y"), kTol);
     Tensor dcontext = Tensor::zeros(context.shape());
@@ -207,7 +207,7 @@ TEST(NnBackward, ClipEncoderLayer) {
     const Activation act = b.c == "clip_layer" ? Activation::QuickGELU : Activation::GELU;
     ClipEncoderLayer layer(b.p(), 2, 1e-5f, act), grad(b.g(), 2, 1e-5f, act);
     ClipEncoderLayer::Saved s;
-    Tensor y = layer.forward(ctx, b.in("x"), s);
+    Tensor y = layer.forward(ctx, b.in("x"), &s);
     expect_same_bits(y, layer.forward(ctx, b.in("x")), b.c);
     expect_close(b.c + ".y", y, b.in("y"), kTol);
     expect_close(b.c + ".dx", layer.backward(ctx, s, b.in("dy"), &grad), b.in("dx"), kTol);
@@ -222,7 +222,7 @@ TEST(NnBackward, ParamGradsAccumulate) {
   Bound b = bind("transformer_block");
   BasicTransformerBlock layer(b.p(), 2, 1e-5f, false, false), grad(b.g(), 2, 1e-5f, false, false);
   BasicTransformerBlock::Saved s;
-  layer.forward(ctx, b.in("x"), b.in("context"), s);
+  layer.forward(ctx, b.in("x"), b.in("context"), &s);
   layer.backward(ctx, s, b.in("dy"), &grad, nullptr);
   Tensor once = b.grads.clone();
   layer.backward(ctx, s, b.in("dy"), &grad, nullptr);

@@ -101,6 +101,23 @@ void expect_updates(const Golden& tr, const std::string& prefix, const ParamRegi
   }
 }
 
+// One optimizer step on one micro-batch through TrainStep.
+StepResult one_step(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
+                    const StepOptions& opt, int64_t step) {
+  TrainStep ts(ctx, st, sched, opt);
+  ts.micro_batch(mb);
+  ts.update(step);
+  return ts.finish();
+}
+
+// Forward and backward of one micro-batch: the gradients stay in st, the losses come back.
+LossParts fwd_bwd(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
+                  const StepOptions& opt, float grad_scale = 1.f) {
+  TrainStep ts(ctx, st, sched, opt);
+  ts.micro_batch(mb, grad_scale);
+  return ts.losses();
+}
+
 }  // namespace
 
 TEST(Train, LatentsFromCachedMoments) {
@@ -138,8 +155,8 @@ TEST(Train, ThreeStepsMatchHarness) {
     std::printf(" %s\n", name);
     const Golden tr(std::string(name) + "/train.safetensors");
     const ModelFolder mf = ModelFolder::open(dir + "/model");
-    TrainState st = TrainState::load(mf);
-    const Tensor up0 = st.unet_p.clone(), tp0 = st.te_p.clone();
+    TrainState st = TrainState::load(ops, mf, true);
+    const Tensor up0 = st.unet_buf.master.clone(), tp0 = st.te_buf.master.clone();
     // train_dreambooth.py: DDPMScheduler.from_pretrained(model, subfolder="scheduler").
     const NoiseSchedule sched(mf.scheduler);
 
@@ -159,8 +176,9 @@ TEST(Train, ThreeStepsMatchHarness) {
     const Tensor L = tr["train.step_losses"], Li = tr["train.step_losses_instance"],
                  Lp = tr["train.step_losses_prior"], N = tr["train.step_grad_norms"];
     for (int step = 0; step < 3; ++step) {
-      const LossParts lp = forward_backward(ctx, st, sched, mb, opt);
-      const UpdateResult ur = apply_update(st, opt, step, std::isfinite(lp.loss));
+      const StepResult sr = one_step(ctx, st, sched, mb, opt, step);
+      const LossParts& lp = sr.loss;
+      const UpdateResult& ur = sr.update;
       std::printf(
           "  step %d  loss %.7f (ref %.7f, rel %.1e)  inst %.7f  prior %.7f  grad_norm %.6f (ref %.6f, "
           "rel %.1e)\n",
@@ -177,8 +195,8 @@ TEST(Train, ThreeStepsMatchHarness) {
     }
     EXPECT_EQ(st.adam_step, 3);
     UpdateStats us;
-    expect_updates(tr, "unet.", st.unet_reg, up0, st.unet_p, 1e-3, us);
-    expect_updates(tr, "text_encoder.", st.te_reg, tp0, st.te_p, 1e-3, us);
+    expect_updates(tr, "unet.", st.unet_buf.reg, up0, st.unet_buf.master, 1e-3, us);
+    expect_updates(tr, "text_encoder.", st.te_buf.reg, tp0, st.te_buf.master, 1e-3, us);
     std::printf("  step3: %d tensors, worst update error %.2e (%s); %d zero-gradient tensors size-checked\n",
                 us.checked, us.worst, us.worst_name.c_str(), us.noise_only);
     EXPECT_GT(us.checked, 10);
@@ -195,7 +213,7 @@ TEST(Train, NonFiniteStepIsSkipped) {
   Ctx ctx{ops};
   const Golden tr("sd1-tiny/train.safetensors");
   const ModelFolder mf = ModelFolder::open(root + "/sd1-tiny/model");
-  TrainState st = TrainState::load(mf);
+  TrainState st = TrainState::load(ops, mf, true);
   const NoiseSchedule sched(mf.scheduler);
   MicroBatch mb;
   mb.latents = nchw_to_nhwc(tr["train.latents"]);
@@ -207,14 +225,14 @@ TEST(Train, NonFiniteStepIsSkipped) {
   mb.prior = true;
   StepOptions opt;
   opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
-  const Tensor p0 = st.unet_p.clone();
-  const LossParts lp = forward_backward(ctx, st, sched, mb, opt);
-  EXPECT_FALSE(std::isfinite(lp.loss));
-  const UpdateResult ur = apply_update(st, opt, 0, std::isfinite(lp.loss));
-  EXPECT_FALSE(ur.applied);
+  const Tensor p0 = st.unet_buf.master.clone(), m0 = st.unet_buf.m.clone();
+  const StepResult sr = one_step(ctx, st, sched, mb, opt, 0);
+  EXPECT_FALSE(std::isfinite(sr.loss.loss));
+  EXPECT_FALSE(sr.update.applied);
   EXPECT_EQ(st.adam_step, 0);
-  EXPECT_EQ(std::memcmp(p0.raw(), st.unet_p.raw(), p0.nbytes()), 0);
-  for (int64_t i = 0; i < st.unet_g.numel(); ++i) ASSERT_EQ(st.unet_g.f32()[i], 0.f);
+  EXPECT_EQ(std::memcmp(p0.raw(), st.unet_buf.master.raw(), p0.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(m0.raw(), st.unet_buf.m.raw(), m0.nbytes()), 0);
+  for (int64_t i = 0; i < st.unet_buf.grad.numel(); ++i) ASSERT_EQ(st.unet_buf.grad.f32()[i], 0.f);
 }
 
 namespace {
@@ -245,21 +263,21 @@ TEST(Train, MinSnrWeightsInstanceOnly) {
   CpuOps ops;
   Ctx ctx{ops};
   GoldenBatch g = golden_batch(root);
-  TrainState st = TrainState::load(*g.mf);
+  TrainState st = TrainState::load(ops, *g.mf, true);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
-  const LossParts plain = forward_backward(ctx, st, sched, g.mb, opt);
-  const Tensor g_plain = st.unet_g.clone();
-  st.zero_grads();
+  const LossParts plain = fwd_bwd(ctx, st, sched, g.mb, opt);
+  const Tensor g_plain = st.unet_buf.grad.clone();
+  st.zero_grads(ops);
   opt.snr_gamma = 5.f;
-  const LossParts weighted = forward_backward(ctx, st, sched, g.mb, opt);
+  const LossParts weighted = fwd_bwd(ctx, st, sched, g.mb, opt);
   const float w = sched.min_snr_weights({37}, 5.f)[0];
   std::printf("  t=37: snr %.3f, weight %.5f\n", double(sched.snr(37)), double(w));
   EXPECT_LT(w, 1.f);  // t = 37 has snr > 5
   EXPECT_NEAR(weighted.instance, w * plain.instance, 1e-6 * plain.instance);
   EXPECT_EQ(weighted.prior, plain.prior);
   EXPECT_NEAR(weighted.loss, weighted.instance + weighted.prior, 1e-9);
-  EXPECT_GT(db::test::diff(st.unet_g, g_plain).rel_l2, 1e-3);  // the gradient changed too
+  EXPECT_GT(db::test::diff(st.unet_buf.grad, g_plain).rel_l2, 1e-3);  // the gradient changed too
 }
 
 // Gradient accumulation: two micro-batches with grad_scale 1/2 give the gradient of one full step.
@@ -270,16 +288,16 @@ TEST(Train, AccumulationAveragesMicroBatches) {
   CpuOps ops;
   Ctx ctx{ops};
   GoldenBatch g = golden_batch(root);
-  TrainState st = TrainState::load(*g.mf);
+  TrainState st = TrainState::load(ops, *g.mf, true);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
-  forward_backward(ctx, st, sched, g.mb, opt, 1.f);
-  const Tensor ug = st.unet_g.clone(), tg = st.te_g.clone();
-  st.zero_grads();
-  forward_backward(ctx, st, sched, g.mb, opt, 0.5f);
-  forward_backward(ctx, st, sched, g.mb, opt, 0.5f);
-  db::test::expect_close("accumulated unet grad", st.unet_g, ug, 1e-6);
-  db::test::expect_close("accumulated text-encoder grad", st.te_g, tg, 1e-6);
+  fwd_bwd(ctx, st, sched, g.mb, opt, 1.f);
+  const Tensor ug = st.unet_buf.grad.clone(), tg = st.te_buf.grad.clone();
+  st.zero_grads(ops);
+  fwd_bwd(ctx, st, sched, g.mb, opt, 0.5f);
+  fwd_bwd(ctx, st, sched, g.mb, opt, 0.5f);
+  db::test::expect_close("accumulated unet grad", st.unet_buf.grad, ug, 1e-6);
+  db::test::expect_close("accumulated text-encoder grad", st.te_buf.grad, tg, 1e-6);
 }
 
 // --no-train-text-encoder: the encoder's parameters and moments stay untouched; the UNet trains.
@@ -290,17 +308,18 @@ TEST(Train, FrozenTextEncoder) {
   CpuOps ops;
   Ctx ctx{ops};
   GoldenBatch g = golden_batch(root);
-  TrainState st = TrainState::load(*g.mf);
+  TrainState st = TrainState::load(ops, *g.mf, false);
+  EXPECT_FALSE(st.te_buf.trained()) << "a frozen text encoder has no gradient or moment buffers";
+  EXPECT_EQ(st.te_grad, nullptr);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
   opt.train_text_encoder = false;
   opt.lr = make_lr_schedule("constant", 1e-3f, 0, 1);
-  const Tensor tp0 = st.te_p.clone(), up0 = st.unet_p.clone();
-  const LossParts lp = forward_backward(ctx, st, sched, g.mb, opt);
-  const UpdateResult ur = apply_update(st, opt, 0, std::isfinite(lp.loss));
-  EXPECT_TRUE(ur.applied);
-  EXPECT_EQ(std::memcmp(tp0.raw(), st.te_p.raw(), tp0.nbytes()), 0);
-  EXPECT_NE(std::memcmp(up0.raw(), st.unet_p.raw(), up0.nbytes()), 0);
+  const Tensor tp0 = st.te_buf.master.clone(), up0 = st.unet_buf.master.clone();
+  const StepResult sr = one_step(ctx, st, sched, g.mb, opt, 0);
+  EXPECT_TRUE(sr.update.applied);
+  EXPECT_EQ(std::memcmp(tp0.raw(), st.te_buf.master.raw(), tp0.nbytes()), 0);
+  EXPECT_NE(std::memcmp(up0.raw(), st.unet_buf.master.raw(), up0.nbytes()), 0);
 }
 
 // --gradient-checkpointing: one step (text encoder trained, prior preservation) with and without it gives
@@ -312,22 +331,28 @@ TEST(Train, GradientCheckpointingIsExact) {
   CpuOps ops;
   Ctx ctx{ops};
   GoldenBatch g = golden_batch(root);
-  TrainState a = TrainState::load(*g.mf), b = TrainState::load(*g.mf);
+  TrainState a = TrainState::load(ops, *g.mf, true), b = TrainState::load(ops, *g.mf, true);
   const NoiseSchedule sched(g.mf->scheduler);
-  StepOptions opt;
-  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 1);
-  const LossParts la = forward_backward(ctx, a, sched, g.mb, opt);
-  opt.gradient_checkpointing = true;
-  const LossParts lb = forward_backward(ctx, b, sched, g.mb, opt);
+  StepOptions opt_a, opt_b;
+  opt_a.lr = opt_b.lr = make_lr_schedule("constant", 1e-3f, 0, 1);
+  opt_b.gradient_checkpointing = true;
+  TrainStep sa(ctx, a, sched, opt_a), sb(ctx, b, sched, opt_b);
+  sa.micro_batch(g.mb);
+  sb.micro_batch(g.mb);
+  const LossParts la = sa.losses(), lb = sb.losses();
   EXPECT_EQ(la.loss, lb.loss);
   EXPECT_EQ(la.instance, lb.instance);
   EXPECT_EQ(la.prior, lb.prior);
-  EXPECT_EQ(std::memcmp(a.unet_g.raw(), b.unet_g.raw(), a.unet_g.nbytes()), 0) << "UNet gradients differ";
-  EXPECT_EQ(std::memcmp(a.te_g.raw(), b.te_g.raw(), a.te_g.nbytes()), 0) << "text-encoder gradients differ";
-  const UpdateResult ua = apply_update(a, opt, 0, true), ub = apply_update(b, opt, 0, true);
+  const Tensor &ga = a.unet_buf.grad, &gb = b.unet_buf.grad, &ta = a.te_buf.grad, &tb = b.te_buf.grad;
+  EXPECT_EQ(std::memcmp(ga.raw(), gb.raw(), ga.nbytes()), 0) << "UNet gradients differ";
+  EXPECT_EQ(std::memcmp(ta.raw(), tb.raw(), ta.nbytes()), 0) << "text-encoder gradients differ";
+  sa.update(0);
+  sb.update(0);
+  const UpdateResult ua = sa.finish().update, ub = sb.finish().update;
   EXPECT_TRUE(ua.applied && ub.applied);
   EXPECT_EQ(ua.grad_norm, ub.grad_norm);
   EXPECT_GT(ua.grad_norm, 0.0);
-  EXPECT_EQ(std::memcmp(a.unet_p.raw(), b.unet_p.raw(), a.unet_p.nbytes()), 0);
-  EXPECT_EQ(std::memcmp(a.te_p.raw(), b.te_p.raw(), a.te_p.nbytes()), 0);
+  const Tensor &pa = a.unet_buf.master, &pb = b.unet_buf.master, &qa = a.te_buf.master, &qb = b.te_buf.master;
+  EXPECT_EQ(std::memcmp(pa.raw(), pb.raw(), pa.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(qa.raw(), qb.raw(), qa.nbytes()), 0);
 }

@@ -2,6 +2,7 @@
 // CpuOps: the fp32 reference backend. Plain loops parallelised with OpenMP over outer dimensions,
 // GEMMs through OpenBLAS (cblas_sgemm), convolution as im2col + GEMM (a 1x1 stride-1 conv in NHWC
 // is a plain GEMM). One source file per op family under src/backend/cpu/.
+#include "dreambooth/backend/host_pool.h"
 #include "dreambooth/backend/ops.h"
 
 namespace db {
@@ -10,9 +11,18 @@ class CpuOps final : public Ops {
  public:
   Device device() const override { return Device::CPU; }
   const char* name() const override { return "cpu"; }
-  Tensor empty(const Shape& shape) override { return Tensor::empty(shape); }
-  void upload(const float* host, Tensor& dst) override;
-  void download(const Tensor& src, float* host) override;
+  DType activation_dtype() const override { return DType::F32; }
+
+  // ---- memory (src/backend/cpu/memory.cpp): pooled host memory; copies are synchronous ----
+  Tensor empty(const Shape& shape, DType dtype = DType::F32) override { return pool_.empty(shape, dtype); }
+  void fill(Tensor& t, float value) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void cast(const Tensor& src, Tensor& dst) override;
+  void upload(const void* host, Tensor& dst) override;
+  void download(const Tensor& src, void* host) override;
+  void synchronize() override {}
+  MemoryStats memory_stats() const override { return pool_.stats(); }
+  void reset_peak_memory() override { pool_.reset_peak(); }
 
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
   void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
@@ -52,6 +62,18 @@ class CpuOps final : public Ops {
   void concat_channels_backward(const Tensor& dy, Tensor* da, Tensor* db) override;
   void upsample_nearest2x_backward(const Tensor& dy, Tensor& dx) override;
   void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) override;
+
+  // ---- the training step (src/backend/cpu/train_step_ops.cpp) ----
+  void mse_loss_forward_backward(const Tensor& pred, const Tensor& target,
+                                 const std::vector<double>& grad_weight, Tensor& dpred,
+                                 Tensor& sample_mse) override;
+  void sum_of_squares(const Tensor& x, Tensor& out) override;
+  void clip_and_check(const Tensor& sumsq, const Tensor& check, float max_norm, Tensor& coef) override;
+  void adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, Tensor* working,
+                  const AdamWStep& p, const Tensor& coef) override;
+
+ private:
+  HostPool pool_;
 };
 
 // y[M, N] = alpha * a[M, K] · b^T (b [N, K]) + beta * y, row-major, with leading dimensions; the

@@ -1,25 +1,38 @@
 #pragma once
-// Ops: the coarse backend interface model code calls (DESIGN.md decision 4). Model and nn/ code never
-// loops over elements; it calls these. CpuOps (backend/cpu_ops.h) is the fp32 reference; a CudaOps
-// implements the same interface. Every op writes into a caller-allocated output (from empty() or an
-// Arena) so a backend controls where memory lives.
+// Ops: the coarse backend interface model code calls (DESIGN.md decision 4). Model, nn/ and pipeline
+// code never touches the elements of a tensor that may live on a device; it calls these. CpuOps
+// (backend/cpu_ops.h) is the fp32 reference; CudaOps implements the same interface on a GPU.
 //
-// Naming leaves room for training: each forward is `X_forward`; its `X_backward` goes next to it.
-// Forwards take optional outputs for what a backward needs (norm statistics, attention row
-// log-sum-exp); pass nullptr when only inference runs.
+// Memory. Every op writes into caller-allocated outputs, and every tensor an op sees comes from this
+// backend's empty() (pooled memory, reused step to step) or, for parameters, from to_backend(). Host
+// data crosses with upload()/download(), which are asynchronous: a downloaded buffer is valid after
+// synchronize(). Ops run in issue order on one stream.
 //
-// Backward (the training side): gradients of parameters (dw, db, dgamma, dbeta, dtable) ACCUMULATE
-// (+=) into the caller's gradient buffer, which the trainer zeroes once per optimizer step, so
-// gradient-accumulation micro-steps and a parameter used twice just add. Gradients of activations
-// (dx, dq, ...) OVERWRITE. A null gradient pointer skips that gradient (frozen weight, network input).
-// No two threads add into one element; a backend's own loops reduce in a fixed order, so they do not
-// depend on the thread count (the CPU's OpenBLAS GEMMs are reproducible only for a fixed OpenBLAS
-// thread count: with large reductions it splits them by thread). add_forward / scale_forward need no backward
-// op: da = alpha dy, db = beta dy and dx = s dy are scale_forward (or nothing when the factor is 1).
+// Precision contract (DESIGN.md decision 13). activation_dtype() is F32 on the CPU (which runs every
+// op in f32) and BF16 on CUDA. Per op:
+//   - activations and their gradients (x, y, dy, dx, q, k, v, out, ...): activation_dtype();
+//   - weights (w, b, gamma, beta, embedding table): the model's working copy, activation_dtype();
+//   - parameter gradients (dw, db, dgamma, dbeta, dtable): F32, accumulated (+=);
+//   - statistics: norm mean/rstd and attention row log-sum-exp: F32;
+//   - timesteps: F32 [B]; token ids: I32 or I64;
+//   - the training step's tensors (loss target, per-sample losses, master weights, AdamW moments): F32;
+//     the gradient sums of squares: F64.
+// Accumulation is f32 or wider everywhere; softmax, norm statistics and losses are computed in f32.
+//
+// Backward (the training side): gradients of parameters ACCUMULATE (+=) into the caller's gradient
+// buffer, which the trainer zeroes once per optimizer step, so gradient-accumulation micro-steps and a
+// parameter used twice just add. Gradients of activations (dx, dq, ...) OVERWRITE. A null gradient
+// pointer skips that gradient (frozen weight, network input). No two threads add into one element; a
+// backend's own loops reduce in a fixed order, so they do not depend on the thread count (the CPU's
+// OpenBLAS GEMMs are reproducible only for a fixed OpenBLAS thread count: with large reductions it
+// splits them by thread). add_forward / scale_forward need no backward op: da = alpha dy, db = beta dy
+// and dx = s dy are scale_forward (or nothing when the factor is 1).
 //
 // Layouts (decision 1): feature maps NHWC [B, H, W, C]; sequences [B, T, C]; linear weights [N, K]
-// (PyTorch's); conv weights [O, kh, kw, I]. All tensors contiguous f32 on the backend's device.
+// (PyTorch's); conv weights [O, kh, kw, I]. All tensors contiguous.
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "dreambooth/core/tensor.h"
 
@@ -51,16 +64,53 @@ struct TimestepEmbeddingParams {
 
 enum class Activation { None, SiLU, GELU, QuickGELU };
 
+// One AdamW update (torch.optim.AdamW, decoupled weight decay). Hyper-parameters are doubles because
+// torch holds them as Python floats and forms its scalars in double before rounding once to float.
+struct AdamWStep {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2;
+  int64_t step = 1;  // 1-based count of updates applied so far, this one included (bias correction)
+};
+
+// clip_grad_norm_'s coefficient: min(1, max_norm / (total_norm + 1e-6)); 1 when max_norm <= 0. Shared
+// by every backend so the coefficient is computed identically everywhere.
+inline float clip_coefficient(double total_norm, float max_norm) {
+  if (max_norm <= 0.f) return 1.f;
+  const double c = double(max_norm) / (total_norm + 1e-6);
+  return float(c < 1.0 ? c : 1.0);
+}
+
+struct MemoryStats {
+  size_t in_use = 0;    // bytes of live tensors from empty()
+  size_t peak = 0;      // high-water mark of in_use since the last reset_peak_memory()
+  size_t reserved = 0;  // bytes the backend's pool holds (in use + cached for reuse)
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
-  // Uninitialised f32 tensor on this backend's device.
-  virtual Tensor empty(const Shape& shape) = 0;
-  // Copies host f32 data into a tensor of this backend (identity copy on CPU).
-  virtual void upload(const float* host, Tensor& dst) = 0;
-  virtual void download(const Tensor& src, float* host) = 0;
+  // The dtype of activations and of the models' working weights (see the precision contract above).
+  virtual DType activation_dtype() const = 0;
+
+  // ---- memory ----
+  // Uninitialised tensor in this backend's memory, from a pool that reuses freed blocks.
+  virtual Tensor empty(const Shape& shape, DType dtype = DType::F32) = 0;
+  // t = value (float dtypes; value rounded to the dtype).
+  virtual void fill(Tensor& t, float value) = 0;
+  // dst = src, same shape and dtype, both this backend's.
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // dst = src converted between float dtypes (F32 <-> BF16 / F16, round to nearest even), same shape.
+  virtual void cast(const Tensor& src, Tensor& dst) = 0;
+  // dst.nbytes() bytes of host memory (dst's dtype) into dst; asynchronous (the host buffer must stay
+  // alive and unchanged until synchronize()).
+  virtual void upload(const void* host, Tensor& dst) = 0;
+  // src.nbytes() bytes into host memory; asynchronous: valid after synchronize().
+  virtual void download(const Tensor& src, void* host) = 0;
+  // Waits until every op issued so far has finished.
+  virtual void synchronize() = 0;
+  virtual MemoryStats memory_stats() const = 0;
+  virtual void reset_peak_memory() = 0;
 
   // ---- dense ----
   // y[M, N] = x[M, K] · w[N, K]^T + b[N]; x may have any leading dims (M = numel / K). b optional
@@ -146,6 +196,40 @@ class Ops {
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& y) = 0;
   // dtable[V, C] += scatter of dy[..., C] by ids, repeated ids summed in position order.
   virtual void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) = 0;
+
+  // ---- the training step (pipelines/train_step.h) ----
+  // pred [S, ...] (activation dtype), target [S, ...] F32. Per sample s of n = numel / S elements:
+  // sample_mse[s] = mean((pred - target)^2) (F32 [S], accumulated in f64 on the CPU, f32 or wider on a
+  // GPU) and dpred = float(2 grad_weight[s] / n) * (pred - target) (overwritten; grad_weight[s] is
+  // d loss / d sample_mse[s], host doubles known when the step is issued).
+  virtual void mse_loss_forward_backward(const Tensor& pred, const Tensor& target,
+                                         const std::vector<double>& grad_weight, Tensor& dpred,
+                                         Tensor& sample_mse) = 0;
+  // out[0] = sum of x^2 over every element of x (F32), accumulated in f64 in a fixed order that does not
+  // depend on threads or launch shapes; out is an F64 [1] (e.g. a slice of a larger buffer).
+  virtual void sum_of_squares(const Tensor& x, Tensor& out) = 0;
+  // coef (F32 [2]): coef[0] = clip_coefficient(sqrt(sum of sumsq), max_norm) (sumsq F64 [n]);
+  // coef[1] = 1 when that norm and every element of `check` (F32, e.g. losses summed over ranks) are
+  // finite, else 0 (the step is skipped).
+  virtual void clip_and_check(const Tensor& sumsq, const Tensor& check, float max_norm, Tensor& coef) = 0;
+  // AdamW on flat F32 buffers with g = grad * coef[0], in torch's single-tensor operation order; nothing
+  // changes when coef[1] == 0. `working` (activation dtype, may be null) receives the updated weights
+  // when the model computes with a separate copy of the master weights.
+  virtual void adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, Tensor* working,
+                          const AdamWStep& p, const Tensor& coef) = 0;
 };
+
+// A host tensor as a tensor of this backend in `dtype`: the same storage on the CPU when no conversion
+// is needed (CPU backend memory is host memory), else a new tensor (upload, then cast when the dtype
+// differs; asynchronous like upload, so `host` must stay unchanged until the next synchronize()).
+Tensor to_backend(Ops& ops, const Tensor& host, DType dtype);
+inline Tensor to_backend(Ops& ops, const Tensor& host) {
+  return to_backend(ops, host, host.dtype());
+}
+// A backend tensor as a host tensor (downloads and synchronises). On the CPU the result shares t's
+// storage (backend memory is host memory): treat it as a read-only snapshot.
+Tensor to_host(Ops& ops, const Tensor& t);
+// The same, converted to `dtype` (a float dtype) on the backend first.
+Tensor to_host(Ops& ops, const Tensor& t, DType dtype);
 
 }  // namespace db

@@ -24,6 +24,10 @@ bool register_command(Command c);
 
 namespace po = boost::program_options;
 
+// The --device option of prepare, generate and train (backend/device.h make_ops).
+inline constexpr const char* kDeviceHelp =
+    "backend: auto | cpu (auto: the CPU in this version; the CUDA backend is not built yet)";
+
 // Parses a subcommand's options. Handles --help (prints usage + options, returns false: exit 0).
 // Unknown options, missing required ones and bad values throw UsageError (exit 2).
 // `usage` is the first help line, e.g. "dreambooth tokenize --model DIR [options] TEXT...".

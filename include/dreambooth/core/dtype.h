@@ -8,7 +8,9 @@
 
 namespace db {
 
-enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8 };
+// F64 holds a few reduction results (gradient sums of squares) in backend memory; model files never
+// carry it (the safetensors reader refuses F64 tensors).
+enum class DType : uint8_t { F32, BF16, F16, I32, I64, U8, F64 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);                              // "f32", "bf16", ...

@@ -28,10 +28,13 @@ struct Storage {
   std::shared_ptr<void> keep_alive;  // frees the block (or keeps its owner alive)
 };
 
+// Host tensors (files, data loading, sampler math) are made here; tensors a backend computes on come
+// from Ops::empty and are touched only through Ops (their memory may be a GPU's). The element accessors
+// and host helpers below (f32, clone, to, copy_from, fill) refuse non-CPU tensors.
 class Tensor {
  public:
   Tensor() = default;
-  // Allocates zero-filled CPU memory (64-byte aligned).
+  // Allocates zero-filled host memory (64-byte aligned).
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
   static Tensor empty(const Shape& shape, DType dtype = DType::F32);
   // Wraps memory owned by someone else; `owner` is kept alive as long as any view is.

@@ -14,11 +14,9 @@ namespace db {
 class ClipTextModel {
  public:
   ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
-  // ids [B, T] (I32 or I64, T <= max_position_embeddings) -> last_hidden_state [B, T, H]
-  Tensor forward(Ctx& ctx, const Tensor& ids) const;
   const ClipTextConfig& config() const { return cfg_; }
 
-  // Training (nn/module.h): the forward above, keeping what backward reads. Gradient checkpointing
+  // Training (nn/module.h): forward with a Saved keeps what backward reads. Gradient checkpointing
   // (set `gradient_checkpointing` before forward): only each encoder layer's input is kept, and backward
   // re-runs the layer's training forward right before its backward (bit-identical gradients).
   struct Saved {
@@ -28,9 +26,12 @@ class ClipTextModel {
     std::vector<Tensor> layer_in;                 // checkpointing only: each layer's input [B, T, H]
     LayerNorm::Saved final_layer_norm;
   };
-  Tensor forward(Ctx& ctx, const Tensor& ids, Saved& s) const;
+  // ids [B, T] (I32 or I64, T <= max_position_embeddings) -> last_hidden_state [B, T, H]
+  Tensor forward(Ctx& ctx, const Tensor& ids, Saved* s = nullptr) const;
   // dout [B, T, H] (of last_hidden_state) -> parameter gradients added into `grad` (this model built
-  // over the gradient buffer), token and position embeddings included.
+  // over the gradient buffer), token and position embeddings included. Calls
+  // ctx.notify_grads_ready(prefix) as gradients become final: text_model.final_layer_norm., each
+  // text_model.encoder.layers.N. from the last, then text_model.embeddings.
   void backward(Ctx& ctx, const Saved& s, const Tensor& dout, ClipTextModel* grad) const;
 
  private:

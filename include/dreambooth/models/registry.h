@@ -1,46 +1,9 @@
 #pragma once
-// The parameter registry (DESIGN.md decision 2): one flat table of (diffusers state-dict name, shape,
-// offset) over one contiguous parameter buffer, and a twin gradient buffer. Loading, saving,
-// all-reduce, clipping, AdamW and checkpoints iterate the table.
-//
-// Conv weights are stored as [O, kh, kw, I] (NHWC-friendly); `torch_shape` keeps PyTorch's
-// [O, I, kh, kw] for files. Every other tensor has the same shape in both.
-#include <cstdint>
-#include <string>
-#include <unordered_map>
-#include <vector>
-
-#include "dreambooth/core/tensor.h"
+// The parameter registries of the three models, with exactly the names and shapes diffusers /
+// transformers use for a config (checked against every preset by tests/reference/check_registry.py).
+#include "dreambooth/nn/param_registry.h"
 
 namespace db {
-
-struct ParamInfo {
-  std::string name;    // e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
-  Shape torch_shape;   // as in the state dict / safetensors file
-  Shape shape;         // as stored in our buffer ([O, kh, kw, I] for 4-D conv weights)
-  int64_t offset = 0;  // in elements, into the flat buffer (aligned to 16 elements)
-  int64_t numel = 0;
-  bool is_conv() const { return torch_shape.size() == 4; }
-};
-
-class ParamRegistry {
- public:
-  // Adds a parameter with its PyTorch shape; 4-D shapes are conv weights (stored permuted).
-  void add(const std::string& name, const Shape& torch_shape);
-  const std::vector<ParamInfo>& params() const { return params_; }
-  const ParamInfo* find(const std::string& name) const;  // nullptr when absent
-  const ParamInfo& at(const std::string& name) const;    // throws naming the parameter
-  int64_t total_numel() const { return total_; }         // buffer size incl. alignment padding
-  int64_t param_count() const;                           // sum of numel (what users call "parameters")
-  // A view of one parameter inside a flat buffer laid out by this registry.
-  Tensor view(const Tensor& flat, const std::string& name) const;
-  Tensor view(const Tensor& flat, const ParamInfo& p) const;
-
- private:
-  std::vector<ParamInfo> params_;
-  std::unordered_map<std::string, size_t> index_;
-  int64_t total_ = 0;
-};
 
 struct UNetConfig;
 struct ClipTextConfig;
@@ -50,9 +13,5 @@ struct VaeConfig;
 ParamRegistry build_unet_registry(const UNetConfig& c);
 ParamRegistry build_clip_text_registry(const ClipTextConfig& c);  // "text_model.*" names
 ParamRegistry build_vae_registry(const VaeConfig& c);
-
-// PyTorch [O, I, kh, kw] <-> our [O, kh, kw, I], f32.
-void conv_weight_torch_to_ours(const float* src, float* dst, const Shape& torch_shape);
-void conv_weight_ours_to_torch(const float* src, float* dst, const Shape& torch_shape);
 
 }  // namespace db

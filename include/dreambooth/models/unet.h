@@ -35,13 +35,9 @@ struct UNetBlock {
 class UNet2DConditionModel {
  public:
   UNet2DConditionModel(const UNetConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
-  // sample [B, h, w, in_channels] (NHWC), timesteps [B] (float, per sample), encoder_hidden_states
-  // [B, T, cross_attention_dim] -> [B, h, w, out_channels]
-  Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps,
-                 const Tensor& encoder_hidden_states) const;
   const UNetConfig& config() const { return cfg_; }
 
-  // Training (nn/module.h): the forward above, keeping what backward reads.
+  // Training (nn/module.h): forward with a Saved keeps what backward reads.
   //
   // Gradient checkpointing: set `gradient_checkpointing` before the training forward. The forward then
   // keeps, per down / mid / up block, only the block's inputs (the hidden state entering it, and for an
@@ -49,8 +45,8 @@ class UNet2DConditionModel {
   // activations; backward, walking the blocks in reverse, re-runs each block's training forward from
   // those inputs to rebuild its Saved right before the block's backward, then frees it. Same operations
   // in the same order: the gradients are bit-identical to the non-checkpointed path.
-  // The memory comes back only with ref-counted activations (a Ctx without an Arena, as the trainer
-  // runs); an Arena would need mark()/release() around each recomputation.
+  // Activations are ref-counted blocks of the backend's pool, so what the forward drops is reused by
+  // the next allocation.
   struct Saved {
     bool gradient_checkpointing = false;  // set by the caller before forward()
     TimestepEmbedding::Saved time_embedding;
@@ -64,23 +60,28 @@ class UNet2DConditionModel {
     Tensor mid_in, temb, ehs;
     std::vector<std::vector<Tensor>> up_skips;
   };
+  // sample [B, h, w, in_channels] (NHWC), timesteps f32 [B] (per sample), encoder_hidden_states
+  // [B, T, cross_attention_dim] -> [B, h, w, out_channels]; s (training) keeps what backward reads.
   Tensor forward(Ctx& ctx, const Tensor& sample, const Tensor& timesteps, const Tensor& encoder_hidden_states,
-                 Saved& s) const;
+                 Saved* s = nullptr) const;
   // dout [B, h, w, out_channels] -> parameter gradients added into `grad` (this model built over the
   // gradient buffer) and, when non-null, the encoder states' gradient added into *d_encoder_hidden_states
   // [B, T, cross_attention_dim]. The sample's gradient is not computed (nothing upstream is trained).
+  // Calls ctx.notify_grads_ready(prefix) as each block's parameter gradients become final: conv_out.,
+  // conv_norm_out., up_blocks.N-1. .. up_blocks.0., mid_block., down_blocks.N-1. .. down_blocks.0.,
+  // conv_in., time_embedding.
   void backward(Ctx& ctx, const Saved& s, const Tensor& dout, UNet2DConditionModel* grad,
                 Tensor* d_encoder_hidden_states) const;
 
  private:
-  // One block's training forward / backward (the pieces of forward(..., Saved&) and backward()).
+  // One block's forward / backward (the pieces of forward() and backward(); bs null: inference).
   // down: pushes the skips it produces; up: pops the skips it consumes, from the back.
   Tensor down_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb, const Tensor& ehs,
-                            UNetBlock::Saved& bs, std::vector<Tensor>& skips) const;
+                            UNetBlock::Saved* bs, std::vector<Tensor>& skips) const;
   Tensor mid_block_forward(Ctx& ctx, Tensor h, const Tensor& temb, const Tensor& ehs,
-                           UNetBlock::Saved& bs) const;
+                           UNetBlock::Saved* bs) const;
   Tensor up_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb, const Tensor& ehs,
-                          UNetBlock::Saved& bs, std::vector<Tensor>& skips) const;
+                          UNetBlock::Saved* bs, std::vector<Tensor>& skips) const;
   // up: appends the skips' gradients to dskips (down-pass order); down: adds dskips[--k] before each
   // layer that produced a skip.
   Tensor up_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d, UNet2DConditionModel* g,

@@ -19,15 +19,14 @@ struct Attention {
   Attention() = default;
   Attention(const ParamSet& p, int heads, bool causal = false, bool upcast = false,
             const AttentionNames& n = AttentionNames());
-  // x [B, Tq, C], context [B, Tk, Cc] (undefined: self) -> y [B, Tq, C]
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context = Tensor()) const;
 
   struct Saved {
     Linear::Saved to_q, to_k, to_v, to_out;
-    Tensor q, k, v, o, lse;  // [B, Tq, H*D], [B, Tk, H*D] x2, [B, Tq, H*D], [B, H, Tq]
+    Tensor q, k, v, o, lse;  // [B, Tq, H*D], [B, Tk, H*D] x2, [B, Tq, H*D], f32 [B, H, Tq]
     bool cross = false;
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved& s) const;
+  // x [B, Tq, C], context [B, Tk, Cc] (undefined: self) -> y [B, Tq, C]
+  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context = Tensor(), Saved* s = nullptr) const;
   // dy [B, Tq, C] -> dx [B, Tq, C]. Cross-attention adds the context's gradient into *dcontext
   // [B, Tk, Cc] (one context feeds every cross-attention of a UNet); null skips it.
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Attention* grad, Tensor* dcontext) const;

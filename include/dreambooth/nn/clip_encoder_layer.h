@@ -14,8 +14,6 @@ struct ClipEncoderLayer {
   Activation act = Activation::QuickGELU;
   ClipEncoderLayer() = default;
   ClipEncoderLayer(const ParamSet& p, int heads, float eps, Activation a);
-  // x [B, T, H] -> [B, T, H]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
 
   struct Saved {
     LayerNorm::Saved layer_norm1, layer_norm2;
@@ -23,7 +21,8 @@ struct ClipEncoderLayer {
     Linear::Saved fc1, fc2;
     Tensor m;  // [B, T, I]: fc1's output, before the activation
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // x [B, T, H] -> [B, T, H]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, ClipEncoderLayer* grad) const;
 };
 

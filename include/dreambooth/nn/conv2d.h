@@ -10,13 +10,12 @@ struct Conv2d {
   Conv2d() = default;
   Conv2d(const ParamSet& p, const Conv2dGeometry& g)
       : weight(p.get("weight")), bias(p.get_optional("bias")), geom(g) {}
-  // x [B, H, W, I] -> y [B, Ho, Wo, O]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
 
   struct Saved {
     Tensor x;  // [B, H, W, I]
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // x [B, H, W, I] -> y [B, Ho, Wo, O]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
   // dy [B, Ho, Wo, O] -> dx [B, H, W, I] (undefined when !need_dx); grad->weight/bias +=
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Conv2d* grad, bool need_dx = true) const;
 };

@@ -9,14 +9,13 @@ struct FeedForward {
   Linear proj, out;  // net.0.proj [2*inner, dim], net.2 [dim, inner]
   FeedForward() = default;
   explicit FeedForward(const ParamSet& p) : proj(p.sub("net.0.proj")), out(p.sub("net.2")) {}
-  // x [B, T, dim] -> [B, T, dim]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
 
   struct Saved {
     Linear::Saved proj, out;
     Tensor h2;  // [B, T, 2*inner]: GEGLU input
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // x [B, T, dim] -> [B, T, dim]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, FeedForward* grad) const;
 };
 

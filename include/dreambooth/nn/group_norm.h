@@ -12,14 +12,13 @@ struct GroupNorm {
   GroupNorm() = default;
   GroupNorm(const ParamSet& p, int groups_, float eps_)
       : weight(p.get("weight")), bias(p.get("bias")), groups(groups_), eps(eps_) {}
-  // x [B, H, W, C] (or [B, N, C]) -> y, same shape
-  Tensor forward(Ctx& ctx, const Tensor& x, Activation act = Activation::None) const;
 
   struct Saved {
-    Tensor x, mean, rstd;  // [B, H, W, C], [B, G], [B, G]
+    Tensor x, mean, rstd;  // [B, H, W, C], f32 [B, G], f32 [B, G]
     Activation act = Activation::None;
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Activation act, Saved& s) const;
+  // x [B, H, W, C] (or [B, N, C]) -> y, same shape
+  Tensor forward(Ctx& ctx, const Tensor& x, Activation act = Activation::None, Saved* s = nullptr) const;
   // dy [B, H, W, C] -> dx; grad->weight/bias [C] +=
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, GroupNorm* grad) const;
 };

@@ -9,13 +9,12 @@ struct LayerNorm {
   float eps = 1e-5f;
   LayerNorm() = default;
   LayerNorm(const ParamSet& p, float eps_) : weight(p.get("weight")), bias(p.get("bias")), eps(eps_) {}
-  // x [..., C] -> y [..., C]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
 
   struct Saved {
-    Tensor x, mean, rstd;  // [..., C], [M], [M]
+    Tensor x, mean, rstd;  // [..., C], f32 [M], f32 [M]
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // x [..., C] -> y [..., C]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
   // dy [..., C] -> dx; grad->weight/bias [C] +=
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, LayerNorm* grad) const;
 };

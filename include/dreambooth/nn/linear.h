@@ -10,17 +10,14 @@ struct Linear {
   Linear() = default;
   explicit Linear(const ParamSet& p) : weight(p.get("weight")), bias(p.get_optional("bias")) {}
   int64_t out_features() const { return weight.dim(0); }
-  // x [..., K] -> y [..., N]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
 
-  // Training (module.h): forward that keeps what backward needs; backward returns dx (undefined when
-  // !need_dx) and adds parameter gradients into `grad` (this layer bound to the gradient buffer; null:
-  // frozen).
   struct Saved {
     Tensor x;  // [..., K]
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
-  // dy [..., N] -> dx [..., K]
+  // x [..., K] -> y [..., N]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
+  // dy [..., N] -> dx [..., K] (undefined when !need_dx); grad->weight [N, K], grad->bias [N] += (null
+  // grad: frozen)
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Linear* grad, bool need_dx = true) const;
 };
 

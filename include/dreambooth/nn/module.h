@@ -1,27 +1,38 @@
 #pragma once
-// What every nn/ layer needs: a Ctx (the Ops backend and where activations come from) and a ParamSet
-// (the registry + flat parameter buffer, seen through a diffusers name prefix such as
-// "down_blocks.0.resnets.1."). Layers bind their tensors by the original state-dict names at build
-// time and call Ops in forward(); they never loop over elements.
+// What every nn/ layer needs: a Ctx (the Ops backend, where activations come from, who listens to
+// finished gradients) and a ParamSet (the registry + flat parameter buffer, seen through a diffusers
+// name prefix such as "down_blocks.0.resnets.1."). Layers bind their tensors by the original
+// state-dict names at build time and call Ops in forward(); they never touch elements.
 //
-// Training: each layer X has a `struct Saved` (the activations its backward reads), a training forward
-// `X::forward(..., Saved&)` that computes exactly what the inference forward does and fills Saved, and
-// `X::backward(ctx, saved, dy, X* grad, ...)` returning dx. `grad` is the same layer built over the
-// gradient buffer (ParamSet(registry, grad_flat, prefix)): its tensors are the gradient views, and
-// parameter gradients are ADDED into them (null: frozen). Inputs shared by many layers (the context of
-// cross-attention, the time embedding) take an accumulating `Tensor* d...` for the same reason.
+// One forward per layer (the llm.c way): `X::forward(ctx, ..., Saved* s = nullptr)`. Inference passes
+// no Saved; training passes the layer's `struct Saved`, which the forward fills with what backward
+// reads, computing exactly the same values. `X::backward(ctx, saved, dy, X* grad, ...)` returns dx and
+// lives in the layer's own file. `grad` is the same layer built over the gradient buffer
+// (ParamSet(registry, grad_flat, prefix)): its tensors are the gradient views, and parameter gradients
+// are ADDED into them (null: frozen). Inputs shared by many layers (the context of cross-attention, the
+// time embedding) take an accumulating `Tensor* d...` for the same reason.
+#include <functional>
 #include <string>
 
 #include "dreambooth/backend/ops.h"
-#include "dreambooth/core/arena.h"
-#include "dreambooth/models/registry.h"
+#include "dreambooth/nn/param_registry.h"
 
 namespace db {
 
 struct Ctx {
   Ops& ops;
-  Arena* arena = nullptr;  // activations from here when set, else ops.empty()
-  Tensor alloc(const Shape& s) { return arena ? arena->alloc(s) : ops.empty(s); }
+  // Training: a model's backward calls this when the parameter gradients of one block (every parameter
+  // whose name starts with the prefix, e.g. "up_blocks.0.") are final, in backward order, so their
+  // reduction across ranks can start while backward continues (DESIGN.md decision 15). Empty: nobody
+  // listens.
+  std::function<void(const std::string& prefix)> grads_ready = {};
+  // Activations and their gradients: backend memory in the activation dtype (ops.h precision contract).
+  Tensor alloc(const Shape& s) { return ops.empty(s, ops.activation_dtype()); }
+  // Statistics (norm mean/rstd, attention log-sum-exp): f32.
+  Tensor alloc_f32(const Shape& s) { return ops.empty(s, DType::F32); }
+  void notify_grads_ready(const std::string& prefix) const {
+    if (grads_ready) grads_ready(prefix);
+  }
 };
 
 class ParamSet {

@@ -10,12 +10,13 @@ struct Downsample2D {
   Conv2d conv;
   Downsample2D() = default;
   Downsample2D(const ParamSet& p, int padding);
-  // x [B, H, W, C] -> [B, H/2, W/2, C]
-  Tensor forward(Ctx& ctx, const Tensor& x) const { return conv.forward(ctx, x); }
   struct Saved {
     Conv2d::Saved conv;
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const { return conv.forward(ctx, x, s.conv); }
+  // x [B, H, W, C] -> [B, H/2, W/2, C]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const {
+    return conv.forward(ctx, x, s ? &s->conv : nullptr);
+  }
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Downsample2D* grad) const;
 };
 
@@ -23,12 +24,11 @@ struct Upsample2D {
   Conv2d conv;
   Upsample2D() = default;
   explicit Upsample2D(const ParamSet& p) : conv(p.sub("conv"), Conv2dGeometry::same(1)) {}
-  // x [B, H, W, C] -> [B, 2H, 2W, C]
-  Tensor forward(Ctx& ctx, const Tensor& x) const;
   struct Saved {
     Conv2d::Saved conv;  // its x is the upsampled [B, 2H, 2W, C]
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, Saved& s) const;
+  // x [B, H, W, C] -> [B, 2H, 2W, C]
+  Tensor forward(Ctx& ctx, const Tensor& x, Saved* s = nullptr) const;
   // dy [B, 2H, 2W, C] -> dx [B, H, W, C]
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Upsample2D* grad) const;
 };

@@ -24,16 +24,15 @@ struct ResnetBlock2D {
   ResnetOptions opt;
   ResnetBlock2D() = default;
   ResnetBlock2D(const ParamSet& p, const ResnetOptions& o);
-  // x [B, H, W, Cin], temb [B, T] (undefined: none) -> [B, H, W, Cout]
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& temb) const;
 
   struct Saved {
     GroupNorm::Saved norm1, norm2;
     Conv2d::Saved conv1, conv2, conv_shortcut;
     Linear::Saved time_emb_proj;
-    Tensor x, temb;  // [B, H, W, Cin]; [B, T] before the activation (undefined: no temb)
+    Tensor temb;  // [B, T] before the activation (undefined: no temb)
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& temb, Saved& s) const;
+  // x [B, H, W, Cin], temb [B, T] (undefined: none) -> [B, H, W, Cout]
+  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& temb, Saved* s = nullptr) const;
   // dy [B, H, W, Cout] -> dx [B, H, W, Cin]; *dtemb [B, T] += (the time embedding feeds every resnet;
   // null: skipped)
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, ResnetBlock2D* grad, Tensor* dtemb) const;

@@ -13,14 +13,13 @@ struct TimestepEmbedding {
   TimestepEmbedding() = default;
   TimestepEmbedding(const ParamSet& p, int proj_dim_, const TimestepEmbeddingParams& tp, Activation a)
       : proj(tp), proj_dim(proj_dim_), linear_1(p.sub("linear_1")), linear_2(p.sub("linear_2")), act(a) {}
-  // t [B] (float) -> temb [B, time_embed_dim]
-  Tensor forward(Ctx& ctx, const Tensor& t) const;
 
   struct Saved {
     Linear::Saved linear_1, linear_2;
     Tensor h;  // [B, D]: linear_1's output, before the activation
   };
-  Tensor forward(Ctx& ctx, const Tensor& t, Saved& s) const;
+  // t f32 [B] -> temb [B, time_embed_dim]
+  Tensor forward(Ctx& ctx, const Tensor& t, Saved* s = nullptr) const;
   // dy [B, D] -> parameter gradients only (timesteps are not differentiated)
   void backward(Ctx& ctx, const Saved& s, const Tensor& dy, TimestepEmbedding* grad) const;
 };

@@ -26,15 +26,14 @@ struct Transformer2D {
   std::vector<BasicTransformerBlock> blocks;
   Transformer2D() = default;
   Transformer2D(const ParamSet& p, const Transformer2DOptions& o);
-  // x [B, H, W, C], context [B, Tc, Cc] -> [B, H, W, C]
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context) const;
 
   struct Saved {
     GroupNorm::Saved norm;
     Linear::Saved proj_in, proj_out;
     std::vector<BasicTransformerBlock::Saved> blocks;
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved& s) const;
+  // x [B, H, W, C], context [B, Tc, Cc] -> [B, H, W, C]
+  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved* s = nullptr) const;
   // dy [B, H, W, C] -> dx [B, H, W, C]; *dcontext [B, Tc, Cc] += (null: skipped)
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, Transformer2D* grad, Tensor* dcontext) const;
 };

@@ -16,15 +16,14 @@ struct BasicTransformerBlock {
   bool only_cross_attention = false;
   BasicTransformerBlock() = default;
   BasicTransformerBlock(const ParamSet& p, int heads, float norm_eps, bool upcast, bool only_cross);
-  // x [B, T, C], context [B, Tc, Cc] -> [B, T, C]
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context) const;
 
   struct Saved {
     LayerNorm::Saved norm1, norm2, norm3;
     Attention::Saved attn1, attn2;
     FeedForward::Saved ff;
   };
-  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved& s) const;
+  // x [B, T, C], context [B, Tc, Cc] -> [B, T, C]
+  Tensor forward(Ctx& ctx, const Tensor& x, const Tensor& context, Saved* s = nullptr) const;
   // dy [B, T, C] -> dx [B, T, C]; *dcontext [B, Tc, Cc] += (null: skipped)
   Tensor backward(Ctx& ctx, const Saved& s, const Tensor& dy, BasicTransformerBlock* grad,
                   Tensor* dcontext) const;

@@ -1,12 +1,10 @@
 #pragma once
-// AdamW over flat fp32 buffers with torch.optim.AdamW semantics (decoupled weight decay):
+// AdamW hyper-parameters (torch.optim.AdamW semantics, decoupled weight decay):
 //   p <- p * (1 - lr * wd)
 //   m <- lerp(m, g, 1 - b1)            v <- b2 * v + (1 - b2) * g^2
 //   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// (Loshchilov & Hutter 2019; the operation order follows torch's single-tensor implementation so
-// results agree to float rounding.) This is the CPU reference; the CUDA backend has a fused kernel.
-#include <cstdint>
-
+// (Loshchilov & Hutter 2019.) The update itself is Ops::adamw_step, fused over a flat buffer on every
+// backend, in torch's single-tensor operation order so results agree to float rounding.
 namespace db {
 
 // Hyper-parameters are doubles, as in torch (Python floats): 1 - beta2 formed from float(0.999)
@@ -16,9 +14,5 @@ struct AdamWConfig {
   double eps = 1e-8;
   double weight_decay = 1e-2;
 };
-
-// One step over n elements. `step` is the 1-based step count after this update (bias correction).
-void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWConfig& c,
-                float lr, int64_t step);
 
 }  // namespace db

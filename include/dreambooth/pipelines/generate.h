@@ -58,12 +58,14 @@
 namespace db {
 
 class ModelFolder;
+class Ops;
 class ClipTextModel;
 class UNet2DConditionModel;
 class AutoencoderKL;
 
-// The three networks and what the pipeline needs to know about a model; a backend implements it
-// (load_generate_models: CPU fp32). All tensors are float32 on the CPU, NHWC.
+// The three networks and what the pipeline needs to know about a model, running on a backend (Ops).
+// Inputs and outputs are host tensors, float32 (ids I32), NHWC: the sampler math stays on the host and
+// each call copies its inputs to the backend and its output back (small next to a UNet evaluation).
 class GenerateModels {
  public:
   struct Info {
@@ -85,15 +87,18 @@ class GenerateModels {
   virtual Tensor vae_decode(const Tensor& z) = 0;
 };
 
-// Loads a diffusers model folder for generation on the CPU (fp32 reference backend).
-std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir);
+// Loads a diffusers model folder for generation on a backend: `device` as make_ops (backend/device.h).
+std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir,
+                                                     const std::string& device = "auto");
 
 // Generation with networks that are already in memory (the trainer's validation images): the models
 // are borrowed, not copied, and must outlive the returned object; their parameters are read at each
 // call, so updates to the flat buffers they view are seen. The tokenizer and scheduler come from `mf`
 // (only tokenizer/vocab.json + merges.txt are read; no weights). info().fingerprint is "".
-// Computes exactly what load_generate_models(mf.dir()) computes for the same parameter values.
-std::unique_ptr<GenerateModels> borrow_generate_models(const ModelFolder& mf, const ClipTextModel& text,
+// `ops` is the backend the networks' parameters live on. Computes exactly what
+// load_generate_models(mf.dir()) computes on that backend for the same parameter values.
+std::unique_ptr<GenerateModels> borrow_generate_models(Ops& ops, const ModelFolder& mf,
+                                                       const ClipTextModel& text,
                                                        const UNet2DConditionModel& unet,
                                                        const AutoencoderKL& vae);
 
@@ -106,7 +111,8 @@ std::unique_ptr<GenerateModels> borrow_generate_models(const ModelFolder& mf, co
 std::string model_fingerprint(const std::string& model_dir);
 
 struct GenerateOptions {
-  std::string model;  // model folder (for the manifest and load_generate_models)
+  std::string model;            // model folder (for the manifest and load_generate_models)
+  std::string device = "auto";  // backend for load_generate_models (backend/device.h make_ops)
   std::string prompt;
   std::string negative_prompt;  // "" = diffusers' default unconditional prompt
   int num_images = 1;

@@ -57,7 +57,9 @@ class LatentEncoder {
 
 // The VAE encoder of the diffusers folder `model_dir` (vae/config.json + weights). Throws when this
 // build has no VAE forward pass.
-std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_dir);
+// `device` as make_ops (backend/device.h).
+std::unique_ptr<LatentEncoder> make_vae_latent_encoder(const std::string& model_dir,
+                                                       const std::string& device = "auto");
 
 struct PrepareOptions {
   std::string images_dir;
@@ -68,6 +70,7 @@ struct PrepareOptions {
   CropMode crop = CropMode::Center;
   uint64_t seed = 0;  // random crops: Philox(seed, Crop, image index)
   bool latents = false;
+  std::string device = "auto";  // backend of the VAE encoder (backend/device.h make_ops)
   bool overwrite = false;
   bool strict = false;
   int64_t max_pixels = 89'478'485;  // decode limit (Pillow's MAX_IMAGE_PIXELS)

@@ -1,14 +1,19 @@
 #pragma once
 // One DreamBooth optimisation step (DESIGN.md "DreamBooth step"; diffusers
-// examples/dreambooth/train_dreambooth.py is the reference), split so that tests can inject the
-// harness's latents / noise / timesteps and the trainer can accumulate several micro-batches:
+// examples/dreambooth/train_dreambooth.py is the reference), issued on a backend (Ops) so that the
+// whole step stays in backend memory:
 //
-//   TrainState st = TrainState::load(folder, /*train_text_encoder=*/true);
-//   for each micro-batch:  forward_backward(ctx, st, schedule, mb, opt, 1.0 / accumulation)
-//   apply_update(st, opt, step, ...)     // all-reduce, global norm, clip, AdamW, zero the grads
+//   TrainState st = TrainState::load(ops, folder, train_text_encoder);
+//   TrainStep step(ctx, st, schedule, opt, comm);
+//   for each micro-batch:  step.micro_batch(mb, 1.0 / accumulation)   // forward + backward
+//   step.update(step_index)             // all-reduce, global norm, clip + non-finite check, AdamW
+//   StepResult r = step.finish()        // the step's one host synchronisation: losses, norm, applied
 //
 // Batch layout: the B instance samples first, then (prior preservation) the B class samples.
 // loss = mse(pred_inst, target_inst) + prior_loss_weight * mse(pred_class, target_class), fp32 means.
+// The MSE, its gradient, the gradient norm, the clip coefficient, the non-finite skip and AdamW are
+// backend ops (ops.h); the noise, timestep draws, add_noise and the target are host math (the same
+// values on every backend) done before the batch is uploaded.
 //
 // Min-SNR weighting (--snr-gamma). diffusers' script computes the weights from ALL 2B timesteps but
 // applies them to the B instance losses only (after chunking off the prior half), so for B = 1 the
@@ -18,7 +23,6 @@
 // prior (class) loss stays unweighted, as in the script.
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "dreambooth/core/tensor.h"
@@ -34,6 +38,8 @@
 namespace db {
 
 class ModelFolder;
+class Communicator;
+class GradientReducer;
 
 struct StepOptions {
   float prior_loss_weight = 1.0f;
@@ -48,48 +54,63 @@ struct StepOptions {
   LrSchedule lr;
 };
 
-// The trained models: parameters, gradients and AdamW moments, each one flat fp32 buffer per model laid
-// out by the model's ParamRegistry (decision 2), with the models built as views over them.
+// One model's parameter buffers (DESIGN.md decision 2), each flat over the model's ParamRegistry, in
+// backend memory: f32 master weights; the working copy the model computes with (activation dtype: the
+// master itself on the CPU, a bf16 copy on a GPU); and, for a trained model, f32 gradients and AdamW
+// moments (undefined for a frozen one: no memory spent on them).
+struct ModelBuffers {
+  ParamRegistry reg;
+  Tensor master, working;
+  Tensor grad, m, v;
+  bool trained() const { return grad.defined(); }
+  // From host f32 parameters laid out by `reg`; gradients and moments zeroed when `trained`. On the CPU
+  // the master shares `host_params`' storage.
+  static ModelBuffers create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained);
+  // working = master in the working dtype (after the master changed outside AdamW, e.g. a checkpoint).
+  void refresh_working(Ops& ops);
+};
+
+// The trained models: their buffers, and the models built as views over them.
 struct TrainState {
   UNetConfig unet_cfg;
   ClipTextConfig te_cfg;
-  ParamRegistry unet_reg, te_reg;
-  Tensor unet_p, unet_g, unet_m, unet_v;
-  Tensor te_p, te_g, te_m, te_v;  // te_g/m/v are allocated even when the encoder is frozen (zeros)
+  ModelBuffers unet_buf, te_buf;  // te_buf has no gradients or moments when the encoder is frozen
   int64_t adam_step = 0;          // optimizer updates applied so far (AdamW bias correction)
 
   std::unique_ptr<UNet2DConditionModel> unet, unet_grad;
-  std::unique_ptr<ClipTextModel> te, te_grad;
+  std::unique_ptr<ClipTextModel> te, te_grad;  // te_grad null when frozen
 
   // Builds the models over the buffers (call after replacing a buffer object).
   void bind();
-  // Parameters loaded from a model folder (unet/, text_encoder/); grads and moments zero.
-  static TrainState load(const ModelFolder& folder);
-  // From configs and already-filled parameter buffers (tests).
-  static TrainState from(const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
-                         const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp);
-  void zero_grads();
+  // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
+  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder);
+  // From configs and host parameter buffers (tests).
+  static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
+                         const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
+                         bool train_text_encoder);
+  void zero_grads(Ops& ops);
 };
 
-// One micro-batch on this rank: S = B (no prior) or 2B samples, NHWC latents already scaled.
+// One micro-batch on this rank, host memory: S = B (no prior) or 2B samples.
 struct MicroBatch {
-  Tensor latents;              // f32 [S, h, w, C]
+  Tensor latents;              // f32 [S, h, w, C], already scaled
   Tensor noise;                // f32 [S, h, w, C]
   std::vector<int> timesteps;  // S
   Tensor ids;                  // [S, T] I32 or I64
   int pairs = 0;               // B
   bool prior = false;          // S == 2B
+  // The model input and regression target (f32 [S, h, w, C]); filled by prepare_targets.
+  Tensor noisy, target;
 };
+// noisy = add_noise(latents, noise, t) and the target (eps or v), host math; no-op when already filled.
+void prepare_targets(const NoiseSchedule& sched, MicroBatch& mb);
 
 struct LossParts {
   double loss = 0, instance = 0, prior = 0;  // prior 0 without prior preservation
 };
-
-// Forward and backward of one micro-batch: gradients are ADDED into st.*_g, scaled by `grad_scale`
-// (1 / accumulation steps). Returns this rank's unscaled losses. A non-finite loss still runs backward
-// (the gradients become non-finite and apply_update skips the step).
-LossParts forward_backward(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
-                           const StepOptions& opt, float grad_scale = 1.f);
+// The micro-batch's losses from its per-sample mean squared errors (host, after the step's sync).
+LossParts combine_losses(const float* sample_mse, const MicroBatch& mb, const NoiseSchedule& sched,
+                         const StepOptions& opt);
 
 struct UpdateResult {
   double grad_norm = 0;  // global L2 norm over UNet + text encoder after averaging, before clipping
@@ -98,13 +119,49 @@ struct UpdateResult {
   bool applied = false;  // false: a non-finite loss or gradient on some rank; parameters untouched
 };
 
-// Averages the gradients over the MPI world (allreduce_sum then 1/world), computes the global gradient
-// norm over both models, clips, and runs AdamW with lr = opt.lr.lr_at(step) (step: 0-based training
-// step). Skipped (parameters and moments untouched, adam_step unchanged) when `loss_finite` is false
-// on any rank or the norm is not finite. Always zeroes the gradients.
-UpdateResult apply_update(TrainState& st, const StepOptions& opt, int64_t step, bool loss_finite);
+struct StepResult {
+  LossParts loss;  // this rank's, averaged over the micro-batches
+  UpdateResult update;
+};
 
-// ---- building latents ----
+// One optimizer step. micro_batch() and update() only issue work on the backend; finish() waits for it
+// (the one host synchronisation of the step) and reads back the scalars.
+class TrainStep {
+ public:
+  // comm: null or size 1 for a single rank. Gradients are reduced block by block as backward finishes
+  // them (Ctx::grads_ready) during the last micro-batch, in buckets of at least bucket_bytes.
+  TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
+            Communicator* comm = nullptr, size_t bucket_bytes = size_t(25) << 20);
+  ~TrainStep();
+  // Forward and backward of one micro-batch: gradients are ADDED, scaled by `grad_scale` (1 /
+  // accumulation steps). `last`: the step's final micro-batch (its backward starts the reductions). A
+  // non-finite loss still runs backward (the gradients become non-finite and the update is skipped).
+  void micro_batch(MicroBatch mb, float grad_scale = 1.f, bool last = true);
+  // Averages the gradients over the ranks, computes the global gradient norm over both models, clips,
+  // and runs AdamW with lr = opt.lr.lr_at(step) (step: 0-based training step). Skipped (parameters and
+  // moments untouched) when a loss on any rank or the norm is not finite. Zeroes the gradients.
+  void update(int64_t step);
+  // Waits for the backend; adam_step advances when the update was applied.
+  StepResult finish();
+  // This rank's losses of the micro-batches so far, averaged (waits for the backend; no update needed:
+  // tests read gradients between micro-batches and update).
+  LossParts losses();
+
+ private:
+  Ctx& ctx_;
+  TrainState& st_;
+  const NoiseSchedule& sched_;
+  const StepOptions& opt_;
+  Communicator* comm_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::vector<MicroBatch> mbs_;  // host side, for combine_losses
+  std::vector<Tensor> mse_;      // per micro-batch: F32 [S] in backend memory
+  Tensor sumsq_, coef_, check_;  // F64 [2], F32 [2], F32 [sum of S]
+  float lr_ = 0;
+  bool updated_ = false;
+};
+
+// ---- building latents (host) ----
 // latents = (mean + exp(0.5 * clamp(logvar, -30, 20)) * eps) * scaling_factor, as diffusers'
 // DiagonalGaussianDistribution.sample() then * vae.config.scaling_factor. All [S, h, w, C].
 Tensor latents_from_moments(const Tensor& mean, const Tensor& logvar, const Tensor& eps,

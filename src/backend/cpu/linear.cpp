@@ -11,14 +11,6 @@ void cpu_gemm_nt(int M, int N, int K, float alpha, const float* a, int lda, cons
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy);
 }
 
-void CpuOps::upload(const float* host, Tensor& dst) {
-  std::copy(host, host + dst.numel(), dst.f32());
-}
-
-void CpuOps::download(const Tensor& src, float* host) {
-  std::copy(src.f32(), src.f32() + src.numel(), host);
-}
-
 // x [M, K], w [N, K] (or [N, 1, 1, K]), b [N] -> y [M, N]
 void CpuOps::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   const int64_t N = w.dim(0), K = w.numel() / N;

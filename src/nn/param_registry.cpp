@@ -1,4 +1,4 @@
-#include "dreambooth/models/registry.h"
+#include "dreambooth/nn/param_registry.h"
 
 #include "dreambooth/core/error.h"
 
@@ -46,6 +46,20 @@ Tensor ParamRegistry::view(const Tensor& flat, const ParamInfo& p) const {
            total_, " elements)");
   Tensor v = flat.view({flat.numel()}).slice(p.offset, p.offset + p.numel);
   return v.view(p.shape);
+}
+
+std::pair<int64_t, int64_t> ParamRegistry::range(const std::string& prefix) const {
+  size_t first = params_.size(), last = params_.size();
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].name.rfind(prefix, 0) == 0) {
+      DB_CHECK(last == params_.size() || last + 1 == i, "parameter registry: the parameters under '", prefix,
+               "' are not contiguous (", params_[i].name, ")");
+      if (first == params_.size()) first = i;
+      last = i;
+    }
+  DB_CHECK(first < params_.size(), "parameter registry: no parameter under '", prefix, "'");
+  const ParamInfo& l = params_[last];
+  return {params_[first].offset, l.offset + (l.numel + 15) / 16 * 16};
 }
 
 void conv_weight_torch_to_ours(const float* src, float* dst, const Shape& s) {
