@@ -5,6 +5,7 @@
 #include <mutex>
 #include <vector>
 
+#include "dreambooth/backend/size_class.h"
 #include "dreambooth/core/error.h"
 
 namespace db {
@@ -27,31 +28,12 @@ struct HostPool::State {
   }
 };
 
-namespace {
-
-// 2^k x {1, 1.25, 1.5, 1.75}, a multiple of 64 bytes (aligned_alloc's size rule).
-size_t size_class(size_t bytes) {
-  if (bytes <= 64) return 64;
-  size_t p = 64;
-  while (p * 2 <= bytes) p *= 2;
-  size_t c = p * 2;
-  for (size_t q = 5; q <= 7; ++q)
-    if (p / 4 * q >= bytes) {
-      c = p / 4 * q;
-      break;
-    }
-  if (p >= bytes) c = p;
-  return (c + 63) / 64 * 64;
-}
-
-}  // namespace
-
 HostPool::HostPool() : state_(std::make_shared<State>()) {}
 
 Tensor HostPool::empty(const Shape& shape, DType dtype) {
   for (int64_t d : shape) DB_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
   const size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
-  const size_t cls = size_class(bytes);
+  const size_t cls = pool_size_class(bytes, 64, 64);  // aligned_alloc wants a multiple of 64
   void* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(state_->mu);

@@ -1,0 +1,157 @@
+// CudaOps: construction, memory ops and the training-step ops.
+#include "cuda_ops.h"
+
+#include <cmath>
+#include <vector>
+
+#include "cuda_check.h"
+#include "dreambooth/kernels/elementwise.h"
+#include "dreambooth/kernels/train_step.h"
+
+namespace db::cuda {
+
+CudaOps::CudaOps(int device) : device_(device) {
+  DB_CUDA(cudaSetDevice(device));
+  DB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  alloc_ = std::make_unique<DeviceAllocator>(device, stream_);
+  gemm_ = make_gemm(device, stream_, *alloc_);
+  conv_ = make_conv(device, stream_, *alloc_);
+  DB_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_id_), sizeof(int)));
+  DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
+}
+
+CudaOps::~CudaOps() {
+  cudaStreamSynchronize(stream_);
+  conv_.reset();
+  gemm_.reset();
+  if (bad_id_) cudaFree(bad_id_);
+  // alloc_'s state outlives this object while tensors hold blocks; it synchronises its stream on release.
+  alloc_.reset();
+}
+
+void CudaOps::expect(const Tensor& t, const char* what) const {
+  DB_CHECK(t.defined(), "cuda: ", what, ": undefined tensor");
+  DB_CHECK(t.device() == Device::CUDA, "cuda: ", what, ": ", t.desc(),
+           " is a host tensor (use upload / to_backend)");
+}
+
+void CudaOps::fill(Tensor& t, float value) {
+  expect(t, "fill");
+  DB_CUDA(kernels::fill(t.dtype(), t.raw(), t.numel(), value, stream_));
+}
+
+void CudaOps::copy(const Tensor& src, Tensor& dst) {
+  expect(src, "copy src");
+  expect(dst, "copy dst");
+  DB_CHECK(src.shape() == dst.shape() && src.dtype() == dst.dtype(), "copy: ", src.desc(), " into ",
+           dst.desc());
+  DB_CUDA(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaOps::cast(const Tensor& src, Tensor& dst) {
+  expect(src, "cast src");
+  expect(dst, "cast dst");
+  DB_CHECK(src.shape() == dst.shape(), "cast: ", src.desc(), " into ", dst.desc());
+  DB_CUDA(kernels::cast(src.dtype(), src.raw(), dst.dtype(), dst.raw(), src.numel(), stream_));
+}
+
+void CudaOps::upload(const void* host, Tensor& dst) {
+  expect(dst, "upload");
+  DB_CUDA(cudaMemcpyAsync(dst.raw(), host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaOps::download(const Tensor& src, void* host) {
+  expect(src, "download");
+  DB_CUDA(cudaMemcpyAsync(host, src.raw(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+}
+
+void CudaOps::synchronize() {
+  int bad = 0;
+  DB_CUDA(cudaMemcpyAsync(&bad, bad_id_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  DB_CUDA(cudaStreamSynchronize(stream_));
+  if (bad != 0) {
+    DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
+    throw Error("embedding: token id at position ", bad - 1, " is outside the vocabulary");
+  }
+}
+
+// ---- the training step ----
+
+void CudaOps::mse_loss_forward_backward(const Tensor& pred, const Tensor& target,
+                                        const std::vector<double>& grad_weight, Tensor& dpred,
+                                        Tensor& sample_mse) {
+  for (const Tensor* t :
+       {&pred, &target, static_cast<const Tensor*>(&dpred), static_cast<const Tensor*>(&sample_mse)})
+    expect(*t, "mse");
+  const int64_t S = pred.dim(0);
+  DB_CHECK(target.shape() == pred.shape() && dpred.shape() == pred.shape() && target.dtype() == DType::F32 &&
+               dpred.dtype() == pred.dtype() && sample_mse.dtype() == DType::F32 && sample_mse.numel() == S &&
+               int64_t(grad_weight.size()) == S,
+           "mse: pred ", pred.desc(), ", target ", target.desc(), ", dpred ", dpred.desc(), ", sample_mse ",
+           sample_mse.desc(), ", ", grad_weight.size(), " weights");
+  const int64_t n = S ? pred.numel() / S : 0;
+  std::vector<float> k(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s)
+    k[size_t(s)] = float(2.0 * grad_weight[size_t(s)] / double(n));  // as the CPU
+  // An async copy from pageable memory stages the bytes before it returns (CUDA's documented behaviour),
+  // so `k` may go out of scope without a synchronisation.
+  Tensor kd = empty({S}, DType::F32);
+  upload(k.data(), kd);
+  std::shared_ptr<void> ws = scratch(kernels::mse_loss_workspace(int(S), n));
+  DB_CUDA(kernels::mse_loss_forward_backward(pred.dtype(), pred.raw(), target.data<float>(), kd.data<float>(),
+                                             dpred.raw(), sample_mse.data<float>(), int(S), n, ws.get(),
+                                             stream_));
+}
+
+void CudaOps::sum_of_squares(const Tensor& x, Tensor& out) {
+  expect(x, "sum_of_squares");
+  expect(out, "sum_of_squares out");
+  DB_CHECK(x.dtype() == DType::F32 && out.dtype() == DType::F64 && out.numel() == 1,
+           "sum_of_squares: ", x.desc(), " -> ", out.desc(), " (expected f32 -> f64[1])");
+  std::shared_ptr<void> ws = scratch(kernels::sum_of_squares_workspace(x.numel()));
+  DB_CUDA(kernels::sum_of_squares(x.data<float>(), x.numel(), out.data<double>(), ws.get(), stream_));
+}
+
+void CudaOps::clip_and_check(const Tensor& sumsq, const Tensor& check, float max_norm, Tensor& coef) {
+  for (const Tensor* t : {&sumsq, &check, static_cast<const Tensor*>(&coef)}) expect(*t, "clip_and_check");
+  DB_CHECK(sumsq.dtype() == DType::F64 && check.dtype() == DType::F32 && coef.dtype() == DType::F32 &&
+               coef.numel() == 2,
+           "clip_and_check: ", sumsq.desc(), ", ", check.desc(), " -> ", coef.desc());
+  DB_CUDA(kernels::clip_and_check(sumsq.data<double>(), int(sumsq.numel()), check.data<float>(),
+                                  check.numel(), max_norm, coef.data<float>(), stream_));
+}
+
+void CudaOps::adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, Tensor* working,
+                         const AdamWStep& c, const Tensor& coef) {
+  for (const Tensor* t : {static_cast<const Tensor*>(&master), &grad, static_cast<const Tensor*>(&m),
+                          static_cast<const Tensor*>(&v), &coef})
+    expect(*t, "adamw");
+  const int64_t n = master.numel();
+  DB_CHECK(master.dtype() == DType::F32 && grad.dtype() == DType::F32 && m.dtype() == DType::F32 &&
+               v.dtype() == DType::F32 && grad.numel() == n && m.numel() == n && v.numel() == n,
+           "adamw: buffers ", master.desc(), ", ", grad.desc(), ", ", m.desc(), ", ", v.desc());
+  DB_CHECK(!working || (working->numel() == n && working->device() == Device::CUDA), "adamw: working copy ",
+           working ? working->desc() : "");
+  // The scalars exactly as CpuOps::adamw_step forms them (double, rounded once to float).
+  kernels::AdamWScalars s;
+  s.decay = float(1.0 - c.lr * c.weight_decay);
+  s.w1 = float(1.0 - c.beta1);
+  s.w2 = float(1.0 - c.beta2);
+  s.beta2 = float(c.beta2);
+  s.eps = float(c.eps);
+  s.step_size = float(c.lr / (1.0 - std::pow(c.beta1, double(c.step))));
+  s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(c.step))));
+  DB_CUDA(kernels::adamw_step(master.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                              working ? working->dtype() : DType::F32, working ? working->raw() : nullptr, n,
+                              s, coef.data<float>(), stream_));
+}
+
+}  // namespace db::cuda
+
+namespace db {
+
+std::unique_ptr<Ops> make_cuda_ops(int device) {
+  return std::make_unique<cuda::CudaOps>(device);
+}
+
+}  // namespace db
