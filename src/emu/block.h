@@ -50,6 +50,10 @@ struct Thread {
   std::vector<PendingCopy> copies;
   uint64_t committed_groups = 0;
   Block* block = nullptr;
+  // Its fiber stack, and ASan's fake stack while suspended (fiber_asan.h).
+  const void* stack_bottom = nullptr;
+  size_t stack_size = 0;
+  void* asan_fake_stack = nullptr;
 };
 
 // The runnable threads of a block as a bitset: every schedule picks in O(threads / 64).
@@ -98,6 +102,8 @@ struct Block {
   unsigned done = 0;
   std::array<uint32_t, kMaxThreadsPerBlock / 32> warp_waiting{};  // lanes waiting at a collective
   bool failed = false;
+  const void* scheduler_stack_bottom = nullptr;  // the worker's own stack, for ASan's fiber switches
+  size_t scheduler_stack_size = 0;
   // Shared memory: [guard][dynamic][guard] then per static variable [pad][variable][guard].
   unsigned char* arena = nullptr;
   size_t arena_bytes = 0;

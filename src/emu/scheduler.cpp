@@ -11,6 +11,7 @@
 
 #include "block.h"
 #include "dreambooth/core/error.h"
+#include "fiber_asan.h"
 
 namespace db::emu::detail {
 
@@ -170,6 +171,21 @@ void thread_main(Thread& t) {
   ++t.block->done;
 }
 
+// The fiber of CUDA thread t; first resumed by the scheduler, it runs the kernel and then returns to
+// the scheduler for good.
+void start_fiber(Thread& t, Worker& w, size_t stack_bytes) {
+  t.fiber = boost::context::fiber(
+      std::allocator_arg, PooledStack(w.stacks, stack_bytes, &t.stack_bottom, &t.stack_size),
+      [&t](boost::context::fiber&& scheduler) {
+        Block& b = *t.block;
+        asan_finish_switch(nullptr, &b.scheduler_stack_bottom, &b.scheduler_stack_size);
+        t.scheduler = std::move(scheduler);
+        thread_main(t);
+        asan_start_switch(nullptr, b.scheduler_stack_bottom, b.scheduler_stack_size);  // this fiber ends
+        return std::move(t.scheduler);
+      });
+}
+
 int pick(Block& b) {
   const unsigned n = b.n_threads;
   int i = -1;
@@ -248,7 +264,8 @@ int RunnableSet::nth(unsigned k) const {
   return -1;
 }
 
-Worker::Worker() : arena_bytes(kSharedOptinLimit + (96 << 10)) {
+Worker::Worker()
+    : arena_bytes(kSharedOptinLimit + (97 << 10)) {  // a multiple of 4096, as aligned_alloc wants
   arena = static_cast<unsigned char*>(std::aligned_alloc(4096, arena_bytes));
   if (!arena) throw std::bad_alloc();
 }
@@ -268,7 +285,10 @@ Thread& current_thread(const char* what) {
 }
 
 void suspend(Thread& t) {
+  Block& b = *t.block;
+  asan_start_switch(&t.asan_fake_stack, b.scheduler_stack_bottom, b.scheduler_stack_size);
   t.scheduler = std::move(t.scheduler).resume();
+  asan_finish_switch(t.asan_fake_stack, &b.scheduler_stack_bottom, &b.scheduler_stack_size);
 }
 
 void make_runnable(Block& b, Thread& t) {
@@ -356,16 +376,13 @@ void run_block(Launch& launch, uint3 block_idx, Worker& w) {
       break;
     }
     Thread& t = b.threads[i];
-    if (!t.fiber)
-      t.fiber = boost::context::fiber(std::allocator_arg, PooledStack(w.stacks, launch.options.stack_bytes),
-                                      [&t](boost::context::fiber&& scheduler) {
-                                        t.scheduler = std::move(scheduler);
-                                        thread_main(t);
-                                        return std::move(t.scheduler);
-                                      });
+    if (!t.fiber) start_fiber(t, w, launch.options.stack_bytes);
     tls_thread = &t;
     tls_vars = &t.vars;
+    void* fake_stack = nullptr;
+    asan_start_switch(&fake_stack, t.stack_bottom, t.stack_size);
     t.fiber = std::move(t.fiber).resume();
+    asan_finish_switch(fake_stack, nullptr, nullptr);
     tls_thread = nullptr;
     tls_vars = nullptr;
   }

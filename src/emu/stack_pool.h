@@ -26,16 +26,25 @@ class StackPool {
   std::vector<void*> free_;  // mapping bases (the guard page)
 };
 
-// The StackAllocator boost::context::fiber expects, drawing from a pool.
+// The StackAllocator boost::context::fiber expects, drawing from a pool; reports where the stack is
+// (for AddressSanitizer's fiber annotations).
 class PooledStack {
  public:
-  PooledStack(StackPool& pool, size_t bytes) : pool_(&pool), bytes_(bytes) {}
-  boost::context::stack_context allocate() { return pool_->allocate(bytes_); }
+  PooledStack(StackPool& pool, size_t bytes, const void** bottom, size_t* size)
+      : pool_(&pool), bytes_(bytes), bottom_(bottom), size_(size) {}
+  boost::context::stack_context allocate() {
+    boost::context::stack_context sc = pool_->allocate(bytes_);
+    *bottom_ = static_cast<char*>(sc.sp) - sc.size;
+    *size_ = sc.size;
+    return sc;
+  }
   void deallocate(boost::context::stack_context& sc) noexcept { pool_->deallocate(sc); }
 
  private:
   StackPool* pool_;
   size_t bytes_;
+  const void** bottom_;
+  size_t* size_;
 };
 
 }  // namespace db::emu::detail

@@ -54,10 +54,10 @@ cudaError_t launch(void (*kernel)(P...), const char* name, const std::source_loc
   };
   const Closure closure{kernel, std::tuple<P...>(std::forward<A>(args)...)};
 
-  detail::PointerParam pointers[sizeof...(P) + 1];
+  detail::PointerParam pointers[sizeof...(P) + 1] = {};
   int n_pointers = 0;
   [&]<size_t... I>(std::index_sequence<I...>) {
-    auto note = [&]<size_t J>(std::integral_constant<size_t, J>) {
+    [[maybe_unused]] auto note = [&]<size_t J>(std::integral_constant<size_t, J>) {
       using T = std::tuple_element_t<J, std::tuple<P...>>;
       if constexpr (detail::is_data_pointer<T>)
         pointers[n_pointers++] = {int(J), static_cast<const void*>(std::get<J>(closure.params))};
