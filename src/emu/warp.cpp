@@ -165,7 +165,7 @@ void warp_collective(WarpCall& c, const std::source_location& site) {
   Thread& t = current_thread(op_name(c.op));
   Block& b = *t.block;
   const uint32_t existing = existing_lanes(b, t.warp);
-  const std::string lane = "lane " + std::to_string(t.lane);
+  auto lane = [&t] { return "lane " + std::to_string(t.lane); };  // for messages only
   if (is_aligned(c.op)) {
     if (existing != ~0u)
       fail(t, "warp-aligned",
@@ -176,15 +176,15 @@ void warp_collective(WarpCall& c, const std::source_location& site) {
   }
   if (!(c.mask >> t.lane & 1))
     fail(t, "warp-mask",
-         lane + " calls " + describe(c, site) + ", whose mask does not include the calling lane");
+         lane() + " calls " + describe(c, site) + ", whose mask does not include the calling lane");
   if (c.mask & ~existing)
     fail(t, "warp-mask",
-         lane + " calls " + describe(c, site) + ", whose mask names lanes " + lane_list(c.mask & ~existing) +
-             " that do not exist (warp " + std::to_string(t.warp) + " has lanes " + lane_list(existing) +
-             ")");
+         lane() + " calls " + describe(c, site) + ", whose mask names lanes " +
+             lane_list(c.mask & ~existing) + " that do not exist (warp " + std::to_string(t.warp) +
+             " has lanes " + lane_list(existing) + ")");
   if (is_shuffle(c.op) && (c.width < 1 || c.width > 32 || (c.width & (c.width - 1))))
     fail(t, "warp-width",
-         lane + " calls " + describe(c, site) + " with width " + std::to_string(c.width) +
+         lane() + " calls " + describe(c, site) + " with width " + std::to_string(c.width) +
              " (must be a power of two, 1..32)");
 
   const unsigned first = t.warp * 32;
@@ -197,7 +197,7 @@ void warp_collective(WarpCall& c, const std::source_location& site) {
                       u.call->trans == c.trans && (!is_aligned(c.op) || same_site(u.site, site));
     if (related && !same)
       fail(t, "warp-mismatch",
-           lane + " reaches " + describe(c, site) + " while lane " + std::to_string(j) + " waits at " +
+           lane() + " reaches " + describe(c, site) + " while lane " + std::to_string(j) + " waits at " +
                describe(*u.call, u.site) +
                ": every lane named in a mask must reach the same collective with the same mask");
   }
@@ -205,7 +205,7 @@ void warp_collective(WarpCall& c, const std::source_location& site) {
     const unsigned j = unsigned(std::countr_zero(rest));
     if (b.threads[first + j].state == ThreadState::Done)
       fail(t, "warp-exited",
-           lane + " calls " + describe(c, site) + ", but lane " + std::to_string(j) +
+           lane() + " calls " + describe(c, site) + ", but lane " + std::to_string(j) +
                " named in its mask has already exited");
   }
   t.state = ThreadState::AtWarp;
