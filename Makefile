@@ -136,8 +136,13 @@ $(EMU_DIR)/kernel_tests: $(EMU_OBJS) $(LIB)
 $(EMU_ASAN_DIR)/kernel_tests: $(EMU_ASAN_OBJS) $(LIB)
 	$(CXX) $(EMU_CXXFLAGS) $(EMU_ASAN_FLAGS) -o $@ $^ $(EMU_LDLIBS)
 
+# What must not compile in the emulated build (plain __shared__, <<<>>>, ...): checked once per change.
+$(EMU_DIR)/compile_rules.ok: tests/emu/compile_rules.sh $(wildcard include/dreambooth/emu/*.h include/dreambooth/cuda/*.cuh)
+	@mkdir -p $(@D)
+	tests/emu/compile_rules.sh "$(CXX) $(filter-out -MMD -MP,$(EMU_CPPFLAGS)) $(EMU_CXXFLAGS)" && touch $@
+
 ifneq ($(EMU_HEADERS),)
-kernel-tests: $(EMU_DIR)/kernel_tests $(EMU_ASAN_DIR)/kernel_tests
+kernel-tests: $(EMU_DIR)/compile_rules.ok $(EMU_DIR)/kernel_tests $(EMU_ASAN_DIR)/kernel_tests
 test-kernels: kernel-tests
 	tests/run_kernel_tests.sh $(BUILD)
 else

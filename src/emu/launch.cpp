@@ -77,6 +77,8 @@ cudaError_t run_launch(const LaunchSpec& spec, const PointerParam* pointers, int
                        KernelBody body) {
   const std::string where =
       "kernel " + kernel_name(spec.kernel_name) + " (launched at " + site_string(spec.site) + ")";
+  // nvcc rejects DB_LAUNCH in device code (a host function); dynamic parallelism is not emulated.
+  if (in_cuda_thread()) throw Error("DB_LAUNCH of ", where, " from inside a kernel: launches are host code");
   cudaError_t config_error = cudaSuccess;
   const std::string bad = check_configuration(spec, &config_error);
   if (!bad.empty()) {

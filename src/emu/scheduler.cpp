@@ -284,6 +284,8 @@ Thread& current_thread(const char* what) {
   return *t;
 }
 
+bool in_cuda_thread() { return tls_thread != nullptr; }
+
 void suspend(Thread& t) {
   Block& b = *t.block;
   asan_start_switch(&t.asan_fake_stack, b.scheduler_stack_bottom, b.scheduler_stack_size);

@@ -16,16 +16,15 @@
 // every block and every worker thread (stale data, races), so it does not compile: use DB_SHARED /
 // DB_DYNAMIC_SMEM. __constant__ and __managed__ variables need cudaMemcpyToSymbol and friends, which
 // are not emulated (use kernel parameters or device buffers).
+// A _Pragma operand must stay one string literal: not reflowed.
+// clang-format off
 #undef __shared__
-#define __shared__                                                                                \
-  _Pragma(                                                                                        \
-      "GCC error \"plain __shared__ does not compile under DB_EMU: use DB_SHARED(type, name) or " \
-      "DB_DYNAMIC_SMEM(type, name)\"")
+#define __shared__ _Pragma("GCC error \"plain __shared__ under DB_EMU: use DB_SHARED(type, name) or DB_DYNAMIC_SMEM\"")
 #undef __constant__
-#define __constant__ \
-  _Pragma("GCC error \"__constant__ is not emulated: pass the values as kernel parameters\"")
+#define __constant__ _Pragma("GCC error \"__constant__ is not emulated: pass the values as kernel parameters\"")
 #undef __managed__
 #define __managed__ _Pragma("GCC error \"__managed__ variables are not emulated: use cudaMallocManaged\"")
+// clang-format on
 
 namespace db::emu::detail {
 
