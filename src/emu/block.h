@@ -128,7 +128,7 @@ Worker& this_worker();
 // --- scheduler.cpp
 void run_block(Launch& launch, uint3 block_idx, Worker& worker);
 Thread& current_thread(const char* what);
-bool in_cuda_thread();  // whether the caller runs inside a kernel
+bool in_cuda_thread();    // whether the caller runs inside a kernel
 void suspend(Thread& t);  // back to the scheduler until something makes t runnable again
 void make_runnable(Block& b, Thread& t);
 // Records the violation for the launch (first one wins) and never returns: the thread stays

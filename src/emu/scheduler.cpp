@@ -284,7 +284,9 @@ Thread& current_thread(const char* what) {
   return *t;
 }
 
-bool in_cuda_thread() { return tls_thread != nullptr; }
+bool in_cuda_thread() {
+  return tls_thread != nullptr;
+}
 
 void suspend(Thread& t) {
   Block& b = *t.block;
