@@ -146,6 +146,40 @@ __global__ void shuffle_outside_mask_kernel(unsigned* out) {
     out[lane] = 0;
 }
 
+// out[0..15]: float functions of x = 0.75 (f32 intrinsics as kernels use them); bits[0..11]: integer
+// intrinsics and predicates on fixed inputs.
+__global__ void intrinsics_kernel(float* out, unsigned* bits, float x) {
+  if (threadIdx.x != 0) return;
+  out[0] = expf(x);
+  out[1] = __expf(x);
+  out[2] = logf(x);
+  out[3] = __logf(x);
+  out[4] = rsqrtf(x);
+  out[5] = sqrtf(x);
+  out[6] = fmaxf(x, -x);
+  out[7] = fminf(x, -x);
+  out[8] = tanhf(x);
+  out[9] = erff(x);
+  out[10] = __fdividef(1.f, x);
+  out[11] = __frcp_rn(x);
+  out[12] = fmaf(x, x, 1.f);
+  out[13] = max(x, 2.f);
+  out[14] = min(x, 2.f);
+  out[15] = __uint_as_float(__float_as_uint(x));
+  bits[0] = __umulhi(0xDEADBEEFu, 0x12345678u);
+  bits[1] = unsigned(min(-3, 5));
+  bits[2] = max(7u, 9u);
+  bits[3] = unsigned(isfinite(__int_as_float(0x7f800000)));  // +inf
+  bits[4] = unsigned(isfinite(x));
+  bits[5] = unsigned(__popc(0xF0F0u));
+  bits[6] = unsigned(__clz(1));
+  bits[7] = unsigned(__ffs(8));
+  bits[8] = __brev(1u);
+  bits[9] = __byte_perm(0x33221100u, 0x77665544u, 0x5140u);
+  bits[10] = unsigned(__float2int_rn(2.5f));
+  bits[11] = unsigned(__float2int_rn(-3.5f));
+}
+
 template <int V, bool Negate>
 __global__ void fill_kernel(int* out, int n) {
   const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
@@ -154,6 +188,9 @@ __global__ void fill_kernel(int* out, int n) {
 
 }  // namespace
 
+cudaError_t intrinsics(float* out, unsigned* bits, float x) {
+  return DB_LAUNCH(intrinsics_kernel, dim3(1), dim3(32), 0, nullptr, out, bits, x);
+}
 cudaError_t fill_minus_seven(int* out, int n) {
   return DB_LAUNCH((fill_kernel<7, true>), dim3((n + 127) / 128), dim3(128), 0, nullptr, out, n);
 }

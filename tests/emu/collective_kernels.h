@@ -9,6 +9,11 @@
 
 namespace db::test_kernels {
 
+// out[0..15] = expf, __expf, logf, __logf, rsqrtf, sqrtf, fmaxf(x,-x), fminf(x,-x), tanhf, erff,
+// __fdividef(1,x), __frcp_rn, fmaf(x,x,1), max(x,2), min(x,2), bit round trip of x; bits[0..11] =
+// __umulhi, min/max (int, unsigned), isfinite(inf), isfinite(x), __popc, __clz, __ffs, __brev,
+// __byte_perm, __float2int_rn(2.5), __float2int_rn(-3.5).
+cudaError_t intrinsics(float* out, unsigned* bits, float x);
 // out[0..n) = -7 through a template kernel launched as DB_LAUNCH((fill_kernel<7, true>), ...).
 cudaError_t fill_minus_seven(int* out, int n);
 // out[b] = sum of x[256 b .. 256 b + 255]: tree reduction in static shared memory, one block of 256 each.
