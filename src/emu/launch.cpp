@@ -16,7 +16,12 @@
 namespace db::emu::detail {
 namespace {
 
-std::atomic<uint64_t> launch_counter{0};
+// FNV-1a of the kernel's name and launch line.
+uint64_t schedule_key(const LaunchSpec& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char* c = s.kernel_name; *c; ++c) h = (h ^ uint8_t(*c)) * 0x100000001b3ull;
+  return (h ^ s.site.line()) * 0x100000001b3ull;
+}
 
 std::string dims(const dim3& d) {
   return dim_string(uint3{d.x, d.y, d.z});
@@ -57,7 +62,7 @@ std::vector<uint32_t> block_order(const Launch& l, uint32_t n) {
   if (l.options.schedule == Schedule::Reverse) {
     std::reverse(order.begin(), order.end());
   } else if (l.options.schedule == Schedule::Random) {
-    uint64_t s = l.options.seed ^ (l.serial * 0x9E3779B97F4A7C15ull);
+    uint64_t s = (l.options.seed ^ l.schedule_key) | 1;  // xorshift needs a non-zero state
     for (uint32_t i = n; i > 1; --i) {
       s ^= s << 13, s ^= s >> 7, s ^= s << 17;  // xorshift64
       std::swap(order[i - 1], order[s % i]);
@@ -103,13 +108,13 @@ cudaError_t run_launch(const LaunchSpec& spec, const PointerParam* pointers, int
   launch.spec = spec;
   launch.body = body;
   launch.options = options();
-  launch.serial = ++launch_counter;
+  launch.schedule_key = schedule_key(spec);
   launch.threads_per_block = spec.block.x * spec.block.y * spec.block.z;
   const dim3 g = spec.grid;
   const uint64_t n_blocks = uint64_t(g.x) * g.y * g.z;
   const std::vector<uint32_t> order = block_order(launch, uint32_t(n_blocks));
-  auto block_index = [&](uint32_t linear) {
-    return uint3{linear % g.x, linear / g.x % g.y, linear / (g.x * g.y)};
+  auto block_index = [&](uint32_t linear) {  // x fastest; 64-bit: g.x * g.y may exceed 2^32
+    return uint3{linear % g.x, linear / g.x % g.y, unsigned(linear / (uint64_t(g.x) * g.y))};
   };
 
   const int workers = int(std::min<uint64_t>(uint64_t(launch.options.workers), n_blocks));

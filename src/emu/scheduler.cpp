@@ -355,7 +355,7 @@ void run_block(Launch& launch, uint3 block_idx, Worker& w) {
   b.dynamic_bytes = launch.spec.dynamic_smem;
   b.vars = &w.vars;
   const dim3 bd = launch.spec.block, gd = launch.spec.grid;
-  b.rng = launch.options.seed * 0x9E3779B97F4A7C15ull ^ launch.serial * 0xD1B54A32D192ED03ull ^
+  b.rng = launch.options.seed * 0x9E3779B97F4A7C15ull ^ launch.schedule_key * 0xD1B54A32D192ED03ull ^
           ((uint64_t(block_idx.z) * gd.y + block_idx.y) * gd.x + block_idx.x);
   b.cursor = launch.options.schedule == Schedule::Reverse ? 0 : -1;
   for (unsigned i = 0; i < n; ++i) {
