@@ -5,9 +5,9 @@
 #include <bit>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "block.h"
 #include "dreambooth/core/error.h"
@@ -156,14 +156,16 @@ void release_barrier(Block& b, Thread& last) {
 
 void thread_main(Thread& t) {
   const KernelBody& body = t.block->launch->body;
-  std::string exception;
+  bool threw = false;
+  std::string what;
   try {
     body.invoke(body.closure);
   } catch (const std::exception& e) {  // (not boost's forced_unwind, which must pass through)
-    exception = e.what();
+    threw = true;
+    what = e.what();
   }
   // Never switch fibers inside a catch handler: the C++ runtime's caught-exception stack is per OS thread.
-  if (!exception.empty()) fail(t, "exception", "the kernel threw: " + exception);
+  if (threw) fail(t, "exception", "the kernel threw: " + what);
   check_lane_exit(t);
   t.copies.clear();  // cp.async never waited for: the data never lands
   t.state = ThreadState::Done;
