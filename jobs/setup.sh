@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dreambooth builds and tests with (Debian 12 / Ubuntu 22.04+).
 # The CUDA backend additionally needs the CUDA toolkit (nvcc, cuBLAS, cuDNN, NCCL), which is not a
-# Debian package here: install NVIDIA's, and `make` picks it up from PATH or /usr/local/cuda.
+# Debian package here: install NVIDIA's, and `make` picks it up from PATH or /usr/local/cuda. The
+# emulated kernel tests (make test-kernels) need only the toolkit's headers, no GPU.
 #
 # Usage: jobs/setup.sh            (as root, or with sudo available)
 set -euo pipefail
@@ -17,6 +18,7 @@ packages=(
   zlib1g-dev                          # the embedded CLIP vocabulary is gzip-compressed
   libopenblas-dev                     # CPU reference GEMM / convolution
   libgtest-dev                        # tests
+  libboost-context-dev                # the CUDA emulator's fibers (make test-kernels)
   clang-format                        # `make format-check`
   jq                                  # test scripts read metrics.jsonl and `compare --json`
   slurm-wlm munge                     # the Slurm test (tests/slurm/) runs a one-node Slurm

@@ -1,9 +1,8 @@
 // Philox4x32-10 stream on the device (Salmon et al., SC'11), bit-identical to core/philox.h:
 // element e of stream (seed, purpose, step, sample) is word e % 4 of the block at counter
 // (e / 4, sample, step, purpose) with key (seed_lo, seed_hi).
-#include <cuda_runtime.h>
-
 #include "dreambooth/backend/cuda/philox_kernel.h"
+#include "dreambooth/cuda/compat.cuh"
 
 namespace db {
 namespace {
@@ -40,9 +39,8 @@ bool cuda_philox_u32(uint64_t seed, uint32_t purpose, uint32_t step, uint32_t sa
   if (err == cudaSuccess) {
     const uint64_t blocks = (n + 3) / 4;
     const unsigned threads = 256;
-    philox_u32_kernel<<<unsigned((blocks + threads - 1) / threads), threads>>>(
-        d, n, make_uint2(uint32_t(seed), uint32_t(seed >> 32)), sample, step, purpose);
-    err = cudaGetLastError();
+    err = DB_LAUNCH(philox_u32_kernel, dim3(unsigned((blocks + threads - 1) / threads)), dim3(threads), 0,
+                    nullptr, d, n, make_uint2(uint32_t(seed), uint32_t(seed >> 32)), sample, step, purpose);
     if (err == cudaSuccess) err = cudaMemcpy(out, d, n * sizeof(uint32_t), cudaMemcpyDeviceToHost);
   }
   if (d) cudaFree(d);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command (README: `make test`): the GoogleTest suite, the command-line tests in tests/cli/,
-# then the tests that need several MPI ranks. Prints one summary line; exits non-zero on any failure.
+# The test command (README: `make test`): the GoogleTest suite, the emulated kernel suite
+# (tests/run_kernel_tests.sh), the command-line tests in tests/cli/, then the tests that need several
+# MPI ranks. Prints one summary line; exits non-zero on any failure.
 # Usage: tests/run_tests.sh [BUILD_DIR]
 set -uo pipefail
 build=${1:-build}
@@ -20,6 +21,7 @@ run() {  # NAME COMMAND...
 }
 
 run "googletest" "$build/dreambooth_tests" --gtest_color=no
+run "kernels (emulated)" tests/run_kernel_tests.sh "$build"  # kernels/*.cu on the CPU emulator, ~1 s
 for t in tests/cli/*.sh; do run "$t" "$t" "$build"; done
 for t in tests/mpi/*.sh; do run "$t" "$t" "$build"; done  # mpirun -np 2 each, < 30 s
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Dependencies point down only (DESIGN.md "Layers"; docs/ARCHITECTURE.md): every
 # `#include "dreambooth/<layer>/..."` in include/dreambooth/<L>/ and src/<L>/ names a layer at or below L.
-#   core < backend < nn < models < io, text < diffusion, optim < dist < pipelines < cli
+#   core < backend, kernels, cuda (compat), emu < nn < models < io, text < diffusion, optim < dist
+#   < pipelines < cli
 # Usage: tests/cli/layering.sh [BUILD_DIR] (the build folder is not used)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-declare -A rank=([core]=0 [backend]=1 [nn]=2 [models]=3 [io]=4 [text]=4 [diffusion]=5 [optim]=5 [dist]=6
+declare -A rank=([core]=0 [backend]=1 [kernels]=1 [cuda]=1 [emu]=1 [nn]=2 [models]=3 [io]=4 [text]=4 [diffusion]=5 [optim]=5 [dist]=6
                  [pipelines]=7 [cli]=8)
 bad=0; files=0
 for layer in "${!rank[@]}"; do

@@ -1,0 +1,21 @@
+#pragma once
+// The table of emulated allocations (cudaMalloc & co.): each block is [guard][user bytes][guard], the
+// user bytes poisoned (0xFF) at allocation, the guards checked at free and after every launch.
+#include <cstddef>
+#include <string>
+
+#include "dreambooth/emu/device_memory.h"
+
+namespace db::emu::detail {
+
+constexpr size_t kAllocationGuardBytes = 256;  // also the alignment of what cudaMalloc returns
+
+void* allocate(size_t bytes, MemoryKind kind);  // nullptr when the host is out of memory
+// Releases an allocation of one of the accepted kinds. "" on success, else why not (nothing freed,
+// except when only the guards were damaged: then the block is freed and the damage reported).
+std::string release(void* p, bool accept_device, bool accept_host, const char* api);
+std::string check_all_guards();  // the first damaged allocation, or ""
+const char* kind_name(MemoryKind k);
+std::string describe(const AllocationInfo& a);  // "allocation #3 (4096 bytes, device)"
+
+}  // namespace db::emu::detail
