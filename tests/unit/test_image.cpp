@@ -1,6 +1,5 @@
 // Image decoding and transforms against Pillow's results (tests/reference/make_image_golden.py).
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -14,6 +13,7 @@
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/image_transform.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
@@ -21,16 +21,14 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kFixtures = "tests/fixtures/images/";
-const std::string kGolden = "tests/golden/images/";
 
 nlohmann::json golden_index() {
-  std::vector<uint8_t> b = read_file_bytes(kGolden + "index.json");
-  return nlohmann::json::parse(b.begin(), b.end());
+  return db::test::golden_json("images/index.json");
 }
 
 // A golden array: zlib over per-channel byte deltas (see make_image_golden.py).
 std::vector<uint8_t> load_golden(const std::string& name, size_t n) {
-  std::vector<uint8_t> z = read_file_bytes(kGolden + name);
+  std::vector<uint8_t> z = read_file_bytes(db::test::golden_path("images/" + name));
   std::vector<uint8_t> out(n);
   uLongf len = n;
   EXPECT_EQ(uncompress(out.data(), &len, z.data(), z.size()), Z_OK) << name;
@@ -53,17 +51,6 @@ Diff diff(const uint8_t* a, const uint8_t* b, size_t n) {
   }
   d.mean = n ? sum / double(n) : 0;
   return d;
-}
-
-std::string shared_data_dir() {
-  if (const char* e = std::getenv("DREAMBOOTH_SHARED_DATA")) return e;
-  return "../shared/data/dreambooth";
-}
-
-std::string temp_dir() {
-  fs::path p = fs::temp_directory_path() / ("db_image_test_" + std::to_string(::getpid()));
-  fs::create_directories(p);
-  return p.string();
 }
 
 }  // namespace
@@ -163,9 +150,8 @@ TEST(Transform, DecodeResizeCropMatchPillowEndToEnd) {
 }
 
 TEST(Transform, PhotosMatchPillow) {
-  const std::string dir = shared_data_dir();
-  if (!fs::is_directory(dir + "/dog"))
-    GTEST_SKIP() << "no DreamBooth photos at " << dir << " (set DREAMBOOTH_SHARED_DATA)";
+  const std::string dir = db::test::shared_data_dir();
+  if (!fs::is_directory(dir + "/dog")) GTEST_SKIP() << db::test::needs_shared_data(dir + "/dog");
   nlohmann::json idx = golden_index();
   ASSERT_FALSE(idx["photos"].empty());
   for (const auto& e : idx["photos"]) {
@@ -262,7 +248,8 @@ std::string error_of(const std::function<void()>& f) {
 }  // namespace
 
 TEST(Image, BadInputsThrowErrorsNamingTheFile) {
-  std::string dir = temp_dir();
+  const db::test::TempDir tmp("image_bad");
+  const std::string dir = tmp.str();
   auto write = [&](const std::string& name, const std::vector<uint8_t>& b) {
     std::string p = dir + "/" + name;
     FILE* f = std::fopen(p.c_str(), "wb");
@@ -303,7 +290,6 @@ TEST(Image, BadInputsThrowErrorsNamingTheFile) {
   }
   std::string missing = error_of([&] { read_image(dir + "/nope.jpg"); });
   EXPECT_NE(missing.find("nope.jpg"), std::string::npos);
-  fs::remove_all(dir);
 }
 
 TEST(Image, RefusesImagesOverThePixelLimitBeforeDecoding) {
@@ -342,7 +328,8 @@ TEST(Image, ExifOrientationParsesBothByteOrders) {
 }
 
 TEST(Image, PngAndJpegEncodeRoundTrip) {
-  std::string dir = temp_dir();
+  const db::test::TempDir tmp("image_encode");
+  const std::string dir = tmp.str();
   Image im = read_image(kFixtures + "rgb_37x91.png");
   write_png(dir + "/a.png", im);
   Image back = read_image(dir + "/a.png");
@@ -361,7 +348,6 @@ TEST(Image, PngAndJpegEncodeRoundTrip) {
   std::string msg = error_of([&] { write_png(dir + "/no/such/dir/x.png", im); });
   EXPECT_NE(msg.find("x.png"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(dir + "/no/such/dir"));
-  fs::remove_all(dir);
 }
 
 TEST(Image, ToleratesExtraneousBytesLikePillow) {

@@ -24,43 +24,24 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
 
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/diffusion/noise_schedule.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/pipelines/train_step.h"
-#include "golden.h"
+#include "test_helpers.h"
 
 using namespace db;
 using db::test::Golden;
+using db::test::golden_path;
+using db::test::nchw_to_nhwc;
+using db::test::torch_layout;
 
 namespace {
 
-Tensor nchw_to_nhwc(const Tensor& t) {
-  const int64_t B = t.dim(0), C = t.dim(1), H = t.dim(2), W = t.dim(3);
-  Tensor r = Tensor::empty({B, H, W, C});
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w)
-          r.f32()[((b * H + h) * W + w) * C + c] = t.f32()[((b * C + c) * H + h) * W + w];
-  return r;
-}
-
 double rel(double a, double ref) {
   return std::abs(a - ref) / std::max(std::abs(ref), 1e-30);
-}
-
-Tensor torch_layout(const ParamRegistry& reg, const Tensor& flat, const ParamInfo& info) {
-  Tensor got = Tensor::empty(info.torch_shape);
-  const Tensor v = reg.view(flat, info);
-  if (info.is_conv())
-    conv_weight_ours_to_torch(v.f32(), got.f32(), info.torch_shape);
-  else
-    std::memcpy(got.f32(), v.f32(), v.nbytes());
-  return got;
 }
 
 struct UpdateStats {
@@ -104,11 +85,8 @@ void expect_updates(const Golden& tr, const std::string& prefix, const ParamRegi
 }  // namespace
 
 TEST(Train, LatentsFromCachedMoments) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   const Golden tr("sd1-tiny/train.safetensors");
-  const ModelFolder mf = ModelFolder::open(root + "/sd1-tiny/model");
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
   Tensor mean, logvar;
   split_moments(nchw_to_nhwc(tr["train.vae_moments"]), &mean, &logvar);
   Tensor lat = latents_from_moments(mean, logvar, nchw_to_nhwc(tr["train.vae_eps"]), mf.vae.scaling_factor);
@@ -124,77 +102,71 @@ TEST(Train, LatentEpsIsKeyedBySlot) {
   EXPECT_NE(std::memcmp(c.f32(), b.f32(), 16 * 4), 0);
 }
 
-// The 3-step golden: losses, grad norms per step; parameters after 3 steps (clipping + weight decay).
-TEST(Train, ThreeStepsMatchHarness) {
+// The 3-step golden of every preset: losses, grad norms per step; parameters after 3 steps (clipping +
+// weight decay).
+class ThreeSteps : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ThreeSteps, MatchHarness) {
   CpuOps ops;
   Ctx ctx{ops};
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  int ran = 0;
-  for (const char* name : {"sd1-tiny", "sd2-tiny", "extra"}) {
-    const std::string dir = root + "/" + name;
-    if (!std::ifstream(dir + "/train.safetensors")) continue;
-    ++ran;
-    std::printf(" %s\n", name);
-    const Golden tr(std::string(name) + "/train.safetensors");
-    const ModelFolder mf = ModelFolder::open(dir + "/model");
-    TrainState st = TrainState::load(mf);
-    const Tensor up0 = st.unet_p.clone(), tp0 = st.te_p.clone();
-    // train_dreambooth.py: DDPMScheduler.from_pretrained(model, subfolder="scheduler").
-    const NoiseSchedule sched(mf.scheduler);
+  const std::string name = GetParam(), dir = golden_path(name);
+  const Golden tr(name + "/train.safetensors");
+  const ModelFolder mf = ModelFolder::open(dir + "/model");
+  TrainState st = TrainState::load(mf);
+  const Tensor up0 = st.unet_p.clone(), tp0 = st.te_p.clone();
+  // train_dreambooth.py: DDPMScheduler.from_pretrained(model, subfolder="scheduler").
+  const NoiseSchedule sched(mf.scheduler);
 
-    MicroBatch mb;
-    mb.latents = nchw_to_nhwc(tr["train.latents"]);
-    mb.noise = nchw_to_nhwc(tr["train.noise"]);
-    const Tensor t64 = tr["train.timesteps"];
-    for (int64_t i = 0; i < t64.numel(); ++i) mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
-    mb.ids = tr["train.input_ids"];
-    mb.pairs = 1;
-    mb.prior = true;
+  MicroBatch mb;
+  mb.latents = nchw_to_nhwc(tr["train.latents"]);
+  mb.noise = nchw_to_nhwc(tr["train.noise"]);
+  const Tensor t64 = tr["train.timesteps"];
+  for (int64_t i = 0; i < t64.numel(); ++i) mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
+  mb.ids = tr["train.input_ids"];
+  mb.pairs = 1;
+  mb.prior = true;
 
-    StepOptions opt;
-    opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
-    opt.adam = AdamWConfig{0.9, 0.999, 1e-8, 1e-2};
-    opt.max_grad_norm = 1.0f;
-    const Tensor L = tr["train.step_losses"], Li = tr["train.step_losses_instance"],
-                 Lp = tr["train.step_losses_prior"], N = tr["train.step_grad_norms"];
-    for (int step = 0; step < 3; ++step) {
-      const LossParts lp = forward_backward(ctx, st, sched, mb, opt);
-      const UpdateResult ur = apply_update(st, opt, step, std::isfinite(lp.loss));
-      std::printf(
-          "  step %d  loss %.7f (ref %.7f, rel %.1e)  inst %.7f  prior %.7f  grad_norm %.6f (ref %.6f, "
-          "rel %.1e)\n",
-          step, lp.loss, L.f32()[step], rel(lp.loss, L.f32()[step]), lp.instance, lp.prior, ur.grad_norm,
-          N.f32()[step], rel(ur.grad_norm, N.f32()[step]));
-      EXPECT_TRUE(ur.applied);
-      EXPECT_LE(rel(lp.loss, L.f32()[step]), 1e-4) << name << " step " << step;
-      EXPECT_LE(rel(lp.instance, Li.f32()[step]), 1e-4) << name << " step " << step;
-      EXPECT_LE(rel(lp.prior, Lp.f32()[step]), 1e-4) << name << " step " << step;
-      EXPECT_LE(rel(ur.grad_norm, N.f32()[step]), 1e-4) << name << " step " << step;
-      if (step == 0) {
-        EXPECT_LT(ur.clip_coef, 1.f) << "the golden first step is clipped";
-      }
+  StepOptions opt;
+  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
+  opt.adam = AdamWConfig{0.9, 0.999, 1e-8, 1e-2};
+  opt.max_grad_norm = 1.0f;
+  const Tensor L = tr["train.step_losses"], Li = tr["train.step_losses_instance"],
+               Lp = tr["train.step_losses_prior"], N = tr["train.step_grad_norms"];
+  for (int step = 0; step < 3; ++step) {
+    const LossParts lp = forward_backward(ctx, st, sched, mb, opt);
+    const UpdateResult ur = apply_update(st, opt, step, std::isfinite(lp.loss));
+    std::printf(
+        "  step %d  loss %.7f (ref %.7f, rel %.1e)  inst %.7f  prior %.7f  grad_norm %.6f (ref %.6f, "
+        "rel %.1e)\n",
+        step, lp.loss, L.f32()[step], rel(lp.loss, L.f32()[step]), lp.instance, lp.prior, ur.grad_norm,
+        N.f32()[step], rel(ur.grad_norm, N.f32()[step]));
+    EXPECT_TRUE(ur.applied);
+    EXPECT_LE(rel(lp.loss, L.f32()[step]), 1e-4) << name << " step " << step;
+    EXPECT_LE(rel(lp.instance, Li.f32()[step]), 1e-4) << name << " step " << step;
+    EXPECT_LE(rel(lp.prior, Lp.f32()[step]), 1e-4) << name << " step " << step;
+    EXPECT_LE(rel(ur.grad_norm, N.f32()[step]), 1e-4) << name << " step " << step;
+    if (step == 0) {
+      EXPECT_LT(ur.clip_coef, 1.f) << "the golden first step is clipped";
     }
-    EXPECT_EQ(st.adam_step, 3);
-    UpdateStats us;
-    expect_updates(tr, "unet.", st.unet_reg, up0, st.unet_p, 1e-3, us);
-    expect_updates(tr, "text_encoder.", st.te_reg, tp0, st.te_p, 1e-3, us);
-    std::printf("  step3: %d tensors, worst update error %.2e (%s); %d zero-gradient tensors size-checked\n",
-                us.checked, us.worst, us.worst_name.c_str(), us.noise_only);
-    EXPECT_GT(us.checked, 10);
   }
-  if (!ran) GTEST_SKIP() << "no harness train goldens under " << root;
+  EXPECT_EQ(st.adam_step, 3);
+  UpdateStats us;
+  expect_updates(tr, "unet.", st.unet_reg, up0, st.unet_p, 1e-3, us);
+  expect_updates(tr, "text_encoder.", st.te_reg, tp0, st.te_p, 1e-3, us);
+  std::printf("  step3: %d tensors, worst update error %.2e (%s); %d zero-gradient tensors size-checked\n",
+              us.checked, us.worst, us.worst_name.c_str(), us.noise_only);
+  EXPECT_GT(us.checked, 10);
 }
+
+INSTANTIATE_TEST_SUITE_P(Presets, ThreeSteps, ::testing::ValuesIn(db::test::golden_presets()),
+                         [](const auto& info) { return db::test::param_name(info.param); });
 
 // A non-finite loss skips the update (parameters and moments untouched, step count unchanged).
 TEST(Train, NonFiniteStepIsSkipped) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   CpuOps ops;
   Ctx ctx{ops};
   const Golden tr("sd1-tiny/train.safetensors");
-  const ModelFolder mf = ModelFolder::open(root + "/sd1-tiny/model");
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
   TrainState st = TrainState::load(mf);
   const NoiseSchedule sched(mf.scheduler);
   MicroBatch mb;
@@ -222,10 +194,10 @@ struct GoldenBatch {
   std::unique_ptr<ModelFolder> mf;
   MicroBatch mb;
 };
-GoldenBatch golden_batch(const std::string& root) {
+GoldenBatch golden_batch() {
   GoldenBatch g;
   const Golden tr("sd1-tiny/train.safetensors");
-  g.mf = std::make_unique<ModelFolder>(ModelFolder::open(root + "/sd1-tiny/model"));
+  g.mf = std::make_unique<ModelFolder>(ModelFolder::open(golden_path("sd1-tiny/model")));
   g.mb.latents = nchw_to_nhwc(tr["train.latents"]);
   g.mb.noise = nchw_to_nhwc(tr["train.noise"]);
   g.mb.timesteps = {37, 912};
@@ -239,12 +211,9 @@ GoldenBatch golden_batch(const std::string& root) {
 // --snr-gamma weights each instance sample's mse by min_snr_weights of its own timestep; the prior
 // loss stays unweighted (see train_step.h on the diffusers quirk).
 TEST(Train, MinSnrWeightsInstanceOnly) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   CpuOps ops;
   Ctx ctx{ops};
-  GoldenBatch g = golden_batch(root);
+  GoldenBatch g = golden_batch();
   TrainState st = TrainState::load(*g.mf);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
@@ -264,12 +233,9 @@ TEST(Train, MinSnrWeightsInstanceOnly) {
 
 // Gradient accumulation: two micro-batches with grad_scale 1/2 give the gradient of one full step.
 TEST(Train, AccumulationAveragesMicroBatches) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   CpuOps ops;
   Ctx ctx{ops};
-  GoldenBatch g = golden_batch(root);
+  GoldenBatch g = golden_batch();
   TrainState st = TrainState::load(*g.mf);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
@@ -284,12 +250,9 @@ TEST(Train, AccumulationAveragesMicroBatches) {
 
 // --no-train-text-encoder: the encoder's parameters and moments stay untouched; the UNet trains.
 TEST(Train, FrozenTextEncoder) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   CpuOps ops;
   Ctx ctx{ops};
-  GoldenBatch g = golden_batch(root);
+  GoldenBatch g = golden_batch();
   TrainState st = TrainState::load(*g.mf);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
@@ -306,12 +269,9 @@ TEST(Train, FrozenTextEncoder) {
 // --gradient-checkpointing: one step (text encoder trained, prior preservation) with and without it gives
 // the same losses, the same UNet and text-encoder gradient bits, and the same updated parameters.
 TEST(Train, GradientCheckpointingIsExact) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  if (!std::ifstream(root + "/sd1-tiny/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden";
   CpuOps ops;
   Ctx ctx{ops};
-  GoldenBatch g = golden_batch(root);
+  GoldenBatch g = golden_batch();
   TrainState a = TrainState::load(*g.mf), b = TrainState::load(*g.mf);
   const NoiseSchedule sched(g.mf->scheduler);
   StepOptions opt;
