@@ -346,7 +346,9 @@ TEST(Prepare, LatentsFromThePluggedEncoder) {
   EXPECT_FALSE(fs::exists(t / "odd.h5"));
 }
 
-// The real VAE encoder (CPU ops) against the diffusers golden of sd1-tiny.
+// The real VAE encoder (CPU ops) against the diffusers golden of sd1-tiny, at the bound of the forward
+// golden tests (test_helpers.h says why). Measured: mean 2.9e-7, logvar 4.4e-7; with the VAE group-norm
+// eps at 1e-5 instead of 1e-6: 2.1e-5 and 3.7e-5, which the 1e-4 this test once used let through.
 TEST(Prepare, VaeLatentEncoderMatchesDiffusers) {
   std::unique_ptr<LatentEncoder> enc = make_vae_latent_encoder(model());
   EXPECT_EQ(enc->downscale_factor(), 2);
@@ -359,8 +361,8 @@ TEST(Prepare, VaeLatentEncoderMatchesDiffusers) {
   const Tensor want_logvar = nchw_to_nhwc(g["vae.logvar_clamped"]);  // [1, 8, 8, 4]
   Tensor mean = Tensor::empty({1, 8, 8, 4}), logvar = Tensor::empty({1, 8, 8, 4});
   enc->encode(image.f32(), 1, 16, mean.f32(), logvar.f32());
-  expect_close("vae encoder mean", mean, want_mean, 1e-4);
-  expect_close("vae encoder logvar (clamped)", logvar, want_logvar, 1e-4);
+  expect_close("vae encoder mean", mean, want_mean, db::test::kForwardRelL2);
+  expect_close("vae encoder logvar (clamped)", logvar, want_logvar, db::test::kForwardRelL2);
 }
 
 // Given by tests/mpi/prepare_np2.sh after `mpirun -np 2 dreambooth prepare`: DIR/single.h5 (one rank) and
