@@ -26,6 +26,13 @@ namespace {
 
 enum class Model { UNet, Clip, Vae };
 
+const char* model_name(Model m) {
+  return m == Model::UNet ? "UNet" : m == Model::Clip ? "Clip" : "Vae";
+}
+void PrintTo(Model m, std::ostream* os) {  // GoogleTest prints parameters with it
+  *os << model_name(m);
+}
+
 class ForwardGolden : public ::testing::TestWithParam<std::tuple<Model, std::string>> {};
 
 void check_unet(const ModelFolder& mf, const Golden& f, const std::string& preset) {
@@ -81,11 +88,8 @@ TEST_P(ForwardGolden, MatchesReference) {
 }
 
 std::string case_name(const ::testing::TestParamInfo<ForwardGolden::ParamType>& info) {
-  const Model m = std::get<0>(info.param);
-  return std::string(m == Model::UNet   ? "UNet"
-                     : m == Model::Clip ? "Clip"
-                                        : "Vae") +
-         "_" + db::test::param_name(std::get<1>(info.param));
+  return std::string(model_name(std::get<0>(info.param))) + "_" +
+         db::test::param_name(std::get<1>(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ForwardGolden,
