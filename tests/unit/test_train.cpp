@@ -9,16 +9,25 @@
 // tensor: ModelBackward.DreamBoothStepMatchesHarness).
 //
 // Parameters after 3 steps: the parameters are O(0.1-1) and 3 updates move them by ~3e-3, so comparing
-// the parameters themselves would hide a wrong update. We compare the UPDATE:
-//   ||(p3 - p0) - (p3_ref - p0)|| <= 1e-2 ||p3_ref - p0||   per tensor.
-// 1e-2, not 1e-4: AdamW divides by sqrt(v), so an element's update is ~lr * sign(g) whatever |g| is; an
-// element whose gradient is tiny relative to its tensor carries the 1e-4 relative gradient error of
-// the whole tensor as a much larger relative error, and that moves its update by up to ~lr. Those
-// elements are few, so the tensor-level error stays well below 1e-2 (printed per tensor).
+// the parameters themselves would hide a wrong update. We compare the UPDATE, per tensor and over all
+// checked tensors of a preset together:
+//   ||(p3 - p0) - (p3_ref - p0)|| <= kUpdateTensor ||p3_ref - p0||   per tensor,
+//   the same sums over every checked tensor                 <= kUpdateAll.
+// Why not 1e-4 like the gradients: AdamW divides by sqrt(v), so an element's update is ~lr * sign(g)
+// whatever |g| is; an element whose gradient is tiny relative to its tensor carries the 1e-4 relative
+// gradient error of the whole tensor as a much larger relative error, and that moves its update by up
+// to ~lr. Those elements are few, so the tensor-level error stays small.
+// Measured (sd1-tiny / sd2-tiny / extra; OpenBLAS 1 thread, and 2 or 4 threads where it differs):
+//   worst tensor 6.8e-4 (4.6e-4) / 1.3e-3 (1.1e-3) / 1.2e-3; all tensors 4.3e-5 / 2.0e-4 (1.7e-4) / 7.3e-5.
+// Without weight decay (AdamW's decay is lr * 1e-2 * p per step, ~1% of an update of a norm weight ~ 1):
+//   worst tensor 2.0e-2 / 2.3e-2 / 2.7e-2 (138-216 tensors above 2e-3); all tensors 2.1e-3 / 2.2e-3 / 2.5e-3.
+// So kUpdateTensor = 3e-3 and kUpdateAll = 5e-4: ~2.5x above the worst measured, 4-9x below a run without
+// weight decay (which the old per-tensor 1e-2 caught only by 2x).
 // Tensors whose gradient is zero in exact arithmetic (key biases; biases in front of a one-channel-per-
-// group norm; see golden.h) get updates driven by rounding noise on both sides (AdamW normalises noise
-// to ~lr steps). For those only the size of the difference is checked: each AdamW step moves an element
-// by at most lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr plus decay, so |p3 - p3_ref| <= 2 * 3 * 3.2 * lr.
+// group norm; see test_helpers.h, expect_param_grads) get updates driven by rounding noise on both sides
+// (AdamW normalises noise to ~lr steps). For those only the size of the difference is checked: an AdamW
+// step moves an element by at most lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr plus decay, so 3 steps on each side
+// give |p3 - p3_ref| <= 2 x 3 x 3.2 lr.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -40,13 +49,15 @@ using db::test::torch_layout;
 
 namespace {
 
+constexpr double kUpdateTensor = 3e-3, kUpdateAll = 5e-4;  // see the file comment
+
 double rel(double a, double ref) {
   return std::abs(a - ref) / std::max(std::abs(ref), 1e-30);
 }
 
 struct UpdateStats {
   int checked = 0, noise_only = 0;
-  double worst = 0;
+  double worst = 0, num = 0, den = 0;  // num, den: summed over every checked tensor
   std::string worst_name;
 };
 
@@ -77,8 +88,9 @@ void expect_updates(const Golden& tr, const std::string& prefix, const ParamRegi
       continue;
     }
     ++st.checked;
+    st.num += num, st.den += den;
     if (e > st.worst) st.worst = e, st.worst_name = key;
-    EXPECT_LE(e, 1e-2) << key << ": update differs by " << e << " of its norm";
+    EXPECT_LE(e, kUpdateTensor) << key << ": update differs by " << e << " of its norm";
   }
 }
 
@@ -153,8 +165,12 @@ TEST_P(ThreeSteps, MatchHarness) {
   UpdateStats us;
   expect_updates(tr, "unet.", st.unet_reg, up0, st.unet_p, 1e-3, us);
   expect_updates(tr, "text_encoder.", st.te_reg, tp0, st.te_p, 1e-3, us);
-  std::printf("  step3: %d tensors, worst update error %.2e (%s); %d zero-gradient tensors size-checked\n",
-              us.checked, us.worst, us.worst_name.c_str(), us.noise_only);
+  const double all = std::sqrt(us.num / us.den);
+  std::printf(
+      "  step3: %d tensors, worst update error %.2e (%s), all tensors %.2e; %d zero-gradient tensors "
+      "size-checked\n",
+      us.checked, us.worst, us.worst_name.c_str(), all, us.noise_only);
+  EXPECT_LE(all, kUpdateAll) << "the update over all checked tensors";
   EXPECT_GT(us.checked, 10);
 }
 
