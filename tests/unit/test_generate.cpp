@@ -51,6 +51,7 @@ class FakeModels final : public GenerateModels {
   const SchedulerConfig& scheduler_config() const override { return sched_; }
   Tensor encode_text(const Tensor& ids) override {
     text_batches.push_back(ids.dim(0));
+    text_ids.push_back(ids.clone());
     const int64_t B = ids.dim(0), T = ids.dim(1);
     Tensor out = Tensor::empty({B, T, kD});
     for (int64_t b = 0; b < B; ++b)
@@ -82,6 +83,7 @@ class FakeModels final : public GenerateModels {
     return out;
   }
   std::vector<int64_t> text_batches, unet_batches;
+  std::vector<Tensor> text_ids;  // I32 [B, T] per encode_text call
   static constexpr int64_t kD = 8;
 
  private:
@@ -362,14 +364,39 @@ TEST(Generate, BadOptionsFailWithOneClearLine) {
   EXPECT_EQ(s.find('\n'), std::string::npos) << s;
 }
 
+// A prompt longer than CLIP's 77 positions is truncated as diffusers does, not rejected: the text encoder
+// gets BOS, the prompt's first 75 tokens and EOS (the tail is gone), and one warning names the dropped part.
 TEST(Generate, LongPromptIsTruncatedNotRejected) {
   FakeModels m;
   GenerateOptions o = fake_options();
   o.num_images = 1;
   std::string long_prompt;
   for (int i = 0; i < 100; ++i) long_prompt += "dog ";
+  long_prompt += "in a bucket";
   o.prompt = long_prompt;
-  EXPECT_NO_THROW(generate_images(m, o));
+  ::testing::internal::CaptureStderr();
+  generate_images(m, o);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+
+  const ClipTokenizer& tok = m.tokenizer();
+  const std::vector<int32_t> tokens = tok.tokenize(long_prompt);
+  ASSERT_GT(tokens.size(), 75u + 3u);  // "in a bucket" lies past position 75
+  ASSERT_EQ(m.text_ids.size(), 1u);
+  const Tensor& ids = m.text_ids[0];  // [negative, prompt] x 77
+  ASSERT_EQ(ids.shape(), (Shape{2, 77}));
+  const int32_t* row = ids.data<int32_t>() + 77;
+  std::vector<int32_t> want = {tok.bos_id()};
+  want.insert(want.end(), tokens.begin(), tokens.begin() + 75);
+  want.push_back(tok.eos_id());
+  EXPECT_EQ(std::vector<int32_t>(row, row + 77), want);
+  const std::vector<int32_t> dropped(tokens.begin() + 75, tokens.end());
+  EXPECT_NE(err.find("was truncated because CLIP can only handle sequences up to 77 tokens: " +
+                     tok.decode(dropped)),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("in a bucket"), std::string::npos) << err;
+  // The negative prompt is short: not truncated, one warning only.
+  EXPECT_EQ(err.find("truncated"), err.rfind("truncated")) << err;
 }
 
 TEST(Generate, FingerprintIsStableAndSeesWeightChanges) {
