@@ -22,6 +22,14 @@ bin="$1/dreambooth"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_train_e2e.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
+# compare_json A B OUT: `compare --json`; exit 0 (same) or 1 (different) with one JSON report, else a
+# failure (jq -e on an empty file succeeds, so a crashed compare would pass every later check).
+compare_json() {
+  local rc=0
+  "$bin" compare "$1" "$2" --json > "$3" 2> "$3.err" || rc=$?
+  [ $rc -le 1 ] && jq -e -s 'length == 1 and (.[0].components | type == "object")' "$3" > /dev/null ||
+    fail "compare $1 $2: exit $rc, no report: $(head -c 300 "$3.err")"
+}
 t0=$(date +%s)
 
 "$bin" init-model --preset sd1-tiny --seed 3 --out "$tmp/base" > /dev/null || fail "init-model"
@@ -80,7 +88,7 @@ done
 "$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tmp/class.h5" \
   --out "$tmp/frozen" --max-steps 20 --lr 1e-12 --seed 7 --checkpoint-every 0 --progress-seconds 0 \
   2> "$tmp/frozen.log" || { cat "$tmp/frozen.log"; fail "train --lr 1e-12"; }
-"$bin" compare "$tmp/base" "$tmp/frozen" --json > "$tmp/frozen_cmp.json"
+compare_json "$tmp/base" "$tmp/frozen" "$tmp/frozen_cmp.json"
 jq -e '[.components[].max_abs] | max < 1e-9' "$tmp/frozen_cmp.json" > /dev/null ||
   fail "--lr 1e-12 moved weights by $(jq '[.components[].max_abs] | max' "$tmp/frozen_cmp.json")"
 f=$tmp/frozen/metrics.jsonl
@@ -101,7 +109,7 @@ for f in model_index.json unet/config.json text_encoder/config.json vae/config.j
   [ -f "$tmp/out/$f" ] || fail "missing $f"
 done
 
-"$bin" compare "$tmp/base" "$tmp/out" --json > "$tmp/cmp.json"
+compare_json "$tmp/base" "$tmp/out" "$tmp/cmp.json"
 for c in unet text_encoder; do
   jq -e ".components.$c.max_rel_l2 > 0" "$tmp/cmp.json" > /dev/null || fail "$c did not change"
 done

@@ -50,7 +50,10 @@ np2 "$bin" "${args[@]}" --max-steps 4 --batch-size 1 --out "$tmp/two" 2> "$tmp/t
 echo "2 ranks x batch 1 vs 1 rank x batch 2 ($(( $(date +%s) - t0 )) s):"
 paste <(jq -r .loss "$tmp/two/metrics.jsonl") <(jq -r .loss "$tmp/one/metrics.jsonl") | sed 's/^/  loss /'
 "$bin" compare "$tmp/two" "$tmp/one" | tail -n 4
-"$bin" compare "$tmp/two" "$tmp/one" --json > "$tmp/cmp.json"
+rc=0; "$bin" compare "$tmp/two" "$tmp/one" --json > "$tmp/cmp.json" || rc=$?  # 1: differ (expected)
+# jq -e on an empty file succeeds: require compare's one JSON report before reading it.
+[ $rc -le 1 ] && jq -e -s 'length == 1 and (.[0].tensors | length) > 0' "$tmp/cmp.json" > /dev/null ||
+  fail "compare --json: exit $rc, no report"
 zero_grad='^text_encoder/text_model\.encoder\.layers\.[0-9]+\.self_attn\.k_proj\.bias$'  # see above
 jq -r --arg z "$zero_grad" '.tensors | to_entries[] | select(.key | test($z)) | "  zero-gradient tensor \(.key): rel_l2 \(.value.rel_l2), max_abs \(.value.max_abs)"' "$tmp/cmp.json"
 [ "$(jq --arg z "$zero_grad" '[.tensors | keys[] | select(test($z))] | length' "$tmp/cmp.json")" -eq 2 ] ||
