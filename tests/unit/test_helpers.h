@@ -34,7 +34,7 @@ namespace db::test {
 // ---------------------------------------------------------------------------------------------------
 // Golden data (tests/reference writes it; tests/golden/MANIFEST lists every committed file).
 
-// The committed goldens (tests/golden/MANIFEST lists them).
+// The committed goldens, relative to the repository root.
 inline constexpr const char* kCommittedGolden = "tests/golden";
 
 // $DREAMBOOTH_GOLDEN (another harness output, e.g. a new architecture), else the committed tests/golden.
