@@ -6,7 +6,7 @@
 // The harness's latents, noise and timesteps are injected (MicroBatch), so the test checks the step's
 // arithmetic, not the Philox draws. Checked per step: the losses (instance, prior, total) and the global
 // gradient norm before clipping, relative error <= 1e-4 (the gradients themselves are within 1e-4 per
-// tensor: ModelBackward.DreamBoothStepMatchesHarness).
+// tensor: DreamBoothStep.MatchesHarness).
 //
 // Parameters after 3 steps: the parameters are O(0.1-1) and 3 updates move them by ~3e-3, so comparing
 // the parameters themselves would hide a wrong update. We compare the UPDATE, per tensor and over all
