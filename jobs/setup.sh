@@ -22,6 +22,7 @@ packages=(
   clang-format                        # `make format-check`
   jq                                  # test scripts read metrics.jsonl and `compare --json`
   slurm-wlm munge                     # the Slurm test (tests/slurm/) runs a one-node Slurm
+  python3 python3-venv                # CI's reference venv (tests/reference/setup_venv.sh): diffusers/h5py checks
 )
 
 sudo=""

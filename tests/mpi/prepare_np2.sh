@@ -23,8 +23,13 @@ args=(prepare --prompt "photo of unqtkn dog" --model "$model" --resolution 32 --
 "$build/dreambooth" "${args[@]}" --images "$img" --out "$tmp/union/single.h5" || fail "prepare (1 rank)"
 mpirun_np2 "$build/dreambooth" "${args[@]}" --images "$img" --out "$tmp/union/split.h5" ||
   fail "mpirun -np 2 prepare"
+# The test exists only with DREAMBOOTH_PREPARE_UNION_DIR set; a filter that matches nothing passes in
+# GoogleTest, so require that exactly this one test ran and passed.
 DREAMBOOTH_PREPARE_UNION_DIR=$tmp/union "$build/dreambooth_tests" --gtest_color=no \
-  --gtest_filter=Prepare.ShardUnionEqualsSingleRank || fail "Prepare.ShardUnionEqualsSingleRank"
+  --gtest_filter=Prepare.ShardUnionEqualsSingleRank > "$tmp/union.log" 2>&1 || fail "Prepare.ShardUnionEqualsSingleRank"
+cat "$tmp/union.log"
+grep -q '^\[==========\] 1 test from 1 test suite ran' "$tmp/union.log" && grep -q '^\[  PASSED  \] 1 test\.' "$tmp/union.log" ||
+  fail "Prepare.ShardUnionEqualsSingleRank did not run exactly once"
 
 cp tests/fixtures/images/gray_77x99.jpg "$tmp/strict/img/a.jpg"                  # rank 0
 head -c 300 tests/fixtures/images/rgb444_96x64.jpg > "$tmp/strict/img/b.jpg"   # rank 1: truncated

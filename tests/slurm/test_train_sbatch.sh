@@ -39,9 +39,14 @@ out=$data/model-tuned
 [ "$(wc -l < "$out/metrics.jsonl")" -eq 4 ] || fail "expected 4 metric lines"
 [ -d "$out/checkpoint-4" ] || fail "no checkpoint-4"
 grep -q "rank 1/2" "$tmp/train.out" || fail "the job did not run 2 ranks"
-"$DB" compare "$data/model-orig" "$out" --json > "$tmp/cmp.json" || true
-jq -e '.components.unet.max_rel_l2 > 0 and .components.vae.max_abs == 0' "$tmp/cmp.json" > /dev/null ||
-  fail "tuned model: UNet unchanged or VAE changed"
+# compare exits 1 when the folders differ, which training must make them; a crash (signal), another
+# code or an error line without a report is a failure of its own, not "UNet unchanged" (and jq -e on an
+# empty file succeeds, hence -s and length == 1).
+rc=0; "$DB" compare "$data/model-orig" "$out" --json > "$tmp/cmp.json" 2> "$tmp/cmp.err" || rc=$?
+[ $rc -eq 1 ] && jq -e -s 'length == 1 and .[0].components.unet and .[0].components.vae' "$tmp/cmp.json" > /dev/null ||
+  fail "compare base tuned: exit $rc (want 1: folders differ), $(head -c 300 "$tmp/cmp.err")"
+jq -e '.components.unet.max_rel_l2 > 0' "$tmp/cmp.json" > /dev/null || fail "tuned model: UNet unchanged"
+jq -e '.components.vae.max_abs == 0' "$tmp/cmp.json" > /dev/null || fail "tuned model: VAE changed"
 
 DATA_PREFIX=$data WORKERS="1 2" RUNS=1 MAX_STEPS=2 RESULTS=$tmp/scaling DREAMBOOTH=$DB \
   sbatch --wait --ntasks=2 --chdir="$repo" --output="$tmp/scaling.out" "$repo/jobs/scaling.sbatch" > /dev/null ||

@@ -9,18 +9,12 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/checkpoint_dir.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path fresh(const std::string& name) {
-  fs::path d = fs::path(::testing::TempDir()) / ("ckpt_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void write_checkpoint(const fs::path& out, int64_t step, const std::string& payload) {
   AtomicDir dir((out / checkpoint_name(step)).string());
@@ -32,7 +26,8 @@ void write_checkpoint(const fs::path& out, int64_t step, const std::string& payl
 }  // namespace
 
 TEST(Checkpoint, CommitListResolvePrune) {
-  fs::path out = fresh("basic");
+  const db::test::TempDir t("ckpt_basic");
+  const fs::path out = t.path;
   for (int64_t s : {2, 10, 4}) write_checkpoint(out, s, "w" + std::to_string(s));
   fs::create_directories(out / "checkpoint-99");  // no state.json: incomplete, ignored
   auto all = list_checkpoints(out.string());
@@ -44,11 +39,12 @@ TEST(Checkpoint, CommitListResolvePrune) {
   EXPECT_EQ(removed.size(), 1u);
   EXPECT_FALSE(fs::exists(out / "checkpoint-2"));
   EXPECT_TRUE(fs::exists(out / "checkpoint-4"));
-  EXPECT_THROW(resolve_resume(fresh("empty").string(), "latest"), Error);
+  EXPECT_THROW(resolve_resume(db::test::TempDir("ckpt_empty").str(), "latest"), Error);
 }
 
 TEST(Checkpoint, UncommittedFolderIsRemoved) {
-  fs::path out = fresh("uncommitted");
+  const db::test::TempDir t("ckpt_uncommitted");
+  const fs::path out = t.path;
   std::string tmp;
   {
     AtomicDir dir((out / "checkpoint-1").string());
@@ -61,7 +57,8 @@ TEST(Checkpoint, UncommittedFolderIsRemoved) {
 
 // A process killed while writing a checkpoint leaves the previous one as "latest", intact.
 TEST(Checkpoint, KillDuringWriteLeavesPreviousUsable) {
-  fs::path out = fresh("kill");
+  const db::test::TempDir t("ckpt_kill");
+  const fs::path out = t.path;
   write_checkpoint(out, 3, "previous");
   int pipefd[2];
   ASSERT_EQ(pipe(pipefd), 0);

@@ -35,7 +35,8 @@ std::string slurp(const fs::path& p) {
 struct Cli : ::testing::Test {
   fs::path dir;
   void SetUp() override {
-    if (!fs::exists(binary())) GTEST_SKIP() << binary() << " not built";
+    // `make` builds both binaries; a missing one is a broken build, not a reason to skip.
+    ASSERT_TRUE(fs::exists(binary())) << binary() << " not built (make builds it beside the test binary)";
     dir = fs::temp_directory_path() / ("db_cli_model_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);

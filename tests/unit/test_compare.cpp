@@ -6,18 +6,18 @@
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/safetensors.h"
 #include "dreambooth/pipelines/compare.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::path(::testing::TempDir()) / ("compare_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d / "unet");
-  fs::create_directories(d / "vae");
-  return d;
+// A model folder skeleton (unet/, vae/) inside a temporary folder.
+fs::path model_dir(const db::test::TempDir& t, const std::string& name) {
+  fs::create_directories(t.path / name / "unet");
+  fs::create_directories(t.path / name / "vae");
+  return t.path / name;
 }
 
 void write_model(const fs::path& d, float w0, bool with_extra) {
@@ -38,7 +38,8 @@ const TensorDiff* find(const CompareResult& r, const std::string& name) {
 }  // namespace
 
 TEST(Compare, ReportsPerTensorDifferences) {
-  fs::path a = fresh_dir("a"), b = fresh_dir("b");
+  const db::test::TempDir tmp("compare");
+  fs::path a = model_dir(tmp, "a"), b = model_dir(tmp, "b");
   write_model(a, 1.f, true);
   write_model(b, 1.5f, false);
   CompareResult r = compare_models(a.string(), b.string());
@@ -55,7 +56,8 @@ TEST(Compare, ReportsPerTensorDifferences) {
 }
 
 TEST(Compare, IdenticalFoldersAreWithinZeroTolerance) {
-  fs::path a = fresh_dir("c"), b = fresh_dir("d");
+  const db::test::TempDir tmp("compare");
+  fs::path a = model_dir(tmp, "c"), b = model_dir(tmp, "d");
   write_model(a, 1.f, false);
   write_model(b, 1.f, false);
   CompareResult r = compare_models(a.string(), b.string());

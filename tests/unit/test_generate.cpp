@@ -17,46 +17,29 @@
 #include "dreambooth/core/philox.h"
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/safetensors.h"
+#include "dreambooth/models/config.h"
 #include "dreambooth/pipelines/generate.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string golden_root() {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  return env ? env : "tests/golden";
-}
+using db::test::golden_model;
+using db::test::nchw_to_nhwc;
+using db::test::TempDir;
 
-SchedulerConfig scheduler_config_from_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
-  const auto j = nlohmann::json::parse(f);
-  SchedulerConfig c;
-  c.class_name = j.value("_class_name", c.class_name);
-  c.num_train_timesteps = j.value("num_train_timesteps", c.num_train_timesteps);
-  c.beta_start = j.value("beta_start", c.beta_start);
-  c.beta_end = j.value("beta_end", c.beta_end);
-  c.beta_schedule = j.value("beta_schedule", c.beta_schedule);
-  c.prediction_type = j.value("prediction_type", c.prediction_type);
-  c.timestep_spacing = j.value("timestep_spacing", c.timestep_spacing);
-  c.steps_offset = j.value("steps_offset", c.steps_offset);
-  c.clip_sample = j.value("clip_sample", c.clip_sample);
-  c.set_alpha_to_one = j.value("set_alpha_to_one", c.set_alpha_to_one);
-  c.skip_prk_steps = j.value("skip_prk_steps", c.skip_prk_steps);
-  c.raw = j;
-  return c;
-}
-
-// A synthetic model with the real sd1-tiny tokenizer and scheduler config: every op is per sample
-// (so results cannot depend on the batch) and cheap. Records what the pipeline asked for.
+// A synthetic model with the real sd1-tiny tokenizer and scheduler config (read by the production
+// parser, as a model folder is): every op is per sample (so results cannot depend on the batch) and
+// cheap. Records what the pipeline asked for.
 class FakeModels final : public GenerateModels {
  public:
   FakeModels()
-      : tok_(ClipTokenizer::load(golden_root() + "/sd1-tiny/model/tokenizer")),
-        sched_(
-            scheduler_config_from_file(golden_root() + "/sd1-tiny/model/scheduler/scheduler_config.json")) {
+      : tok_(ClipTokenizer::load(golden_model("sd1-tiny") + "/tokenizer")),
+        sched_(parse_scheduler_config(
+            read_json_file(golden_model("sd1-tiny") + "/scheduler/scheduler_config.json"),
+            "scheduler/scheduler_config.json")) {
     info_.latent_channels = 4;
     info_.unet_sample_size = 4;
     info_.vae_scale_factor = 2;
@@ -68,6 +51,7 @@ class FakeModels final : public GenerateModels {
   const SchedulerConfig& scheduler_config() const override { return sched_; }
   Tensor encode_text(const Tensor& ids) override {
     text_batches.push_back(ids.dim(0));
+    text_ids.push_back(ids.clone());
     const int64_t B = ids.dim(0), T = ids.dim(1);
     Tensor out = Tensor::empty({B, T, kD});
     for (int64_t b = 0; b < B; ++b)
@@ -99,6 +83,7 @@ class FakeModels final : public GenerateModels {
     return out;
   }
   std::vector<int64_t> text_batches, unet_batches;
+  std::vector<Tensor> text_ids;  // I32 [B, T] per encode_text call
   static constexpr int64_t kD = 8;
 
  private:
@@ -127,12 +112,6 @@ GenerateOptions fake_options() {
   o.progress = false;
   o.keep_results = true;
   return o;
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("db_test_generate_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p;
 }
 
 }  // namespace
@@ -229,8 +208,8 @@ TEST(Generate, InitialLatentsArePhiloxPerImageAndFileRowsInPyTorchLayout) {
   auto r2 = generate_images(m, o2);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(r2.images[i].rgb, ref.images[i].rgb) << i;
   // The same rows in a safetensors file, PyTorch layout [N, C, h, w].
-  const fs::path dir = temp_dir("init");
-  fs::create_directories(dir);
+  const TempDir tmp("generate_init");
+  const fs::path dir = tmp.path;
   Tensor nchw = Tensor::empty({3, c, h, w});
   for (int n = 0; n < 3; ++n)
     for (int y = 0; y < h; ++y)
@@ -254,11 +233,11 @@ TEST(Generate, InitialLatentsArePhiloxPerImageAndFileRowsInPyTorchLayout) {
   write_safetensors((dir / "name.safetensors").string(), {{"x", nchw}});
   o3.init_latents = (dir / "name.safetensors").string();
   EXPECT_NE(error_of([&] { generate_images(m, o3); }).find("no tensor named 'latents'"), std::string::npos);
-  fs::remove_all(dir);
 }
 
 TEST(Generate, WritesImagesAndManifest) {
-  const fs::path dir = temp_dir("out");
+  const TempDir tmp("generate_out");
+  const fs::path dir = tmp.path;
   FakeModels m;
   GenerateOptions o = fake_options();
   o.out_dir = (dir / "class").string();
@@ -339,7 +318,6 @@ TEST(Generate, WritesImagesAndManifest) {
   const std::string msg = error_of([&] { generate_images(m4, os); });
   EXPECT_NE(msg.find("00000.png exists but"), std::string::npos) << msg;
   EXPECT_NE(msg.find("does not record it with these settings"), std::string::npos) << msg;
-  fs::remove_all(dir);
 }
 
 TEST(Generate, BadOptionsFailWithOneClearLine) {
@@ -378,33 +356,57 @@ TEST(Generate, BadOptionsFailWithOneClearLine) {
   o.steps = -1;
   EXPECT_THROW(generate_images(m, o), UsageError);
   // Output folder that cannot be created (a file is in the way).
-  const fs::path dir = temp_dir("unwritable");
-  fs::create_directories(dir);
+  const TempDir tmp("generate_unwritable");
+  const fs::path dir = tmp.path;
   { std::ofstream(dir / "file") << "x"; }
   s = msg([&](auto& o) { o.out_dir = (dir / "file" / "sub").string(); });
   EXPECT_TRUE(has(s, "cannot create the output folder")) << s;
   EXPECT_EQ(s.find('\n'), std::string::npos) << s;
-  fs::remove_all(dir);
 }
 
+// A prompt longer than CLIP's 77 positions is truncated as diffusers does, not rejected: the text encoder
+// gets BOS, the prompt's first 75 tokens and EOS (the tail is gone), and one warning names the dropped part.
 TEST(Generate, LongPromptIsTruncatedNotRejected) {
   FakeModels m;
   GenerateOptions o = fake_options();
   o.num_images = 1;
   std::string long_prompt;
   for (int i = 0; i < 100; ++i) long_prompt += "dog ";
+  long_prompt += "in a bucket";
   o.prompt = long_prompt;
-  EXPECT_NO_THROW(generate_images(m, o));
+  ::testing::internal::CaptureStderr();
+  generate_images(m, o);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+
+  const ClipTokenizer& tok = m.tokenizer();
+  const std::vector<int32_t> tokens = tok.tokenize(long_prompt);
+  ASSERT_GT(tokens.size(), 75u + 3u);  // "in a bucket" lies past position 75
+  ASSERT_EQ(m.text_ids.size(), 1u);
+  const Tensor& ids = m.text_ids[0];  // [negative, prompt] x 77
+  ASSERT_EQ(ids.shape(), (Shape{2, 77}));
+  const int32_t* row = ids.data<int32_t>() + 77;
+  std::vector<int32_t> want = {tok.bos_id()};
+  want.insert(want.end(), tokens.begin(), tokens.begin() + 75);
+  want.push_back(tok.eos_id());
+  EXPECT_EQ(std::vector<int32_t>(row, row + 77), want);
+  const std::vector<int32_t> dropped(tokens.begin() + 75, tokens.end());
+  EXPECT_NE(err.find("was truncated because CLIP can only handle sequences up to 77 tokens: " +
+                     tok.decode(dropped)),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("in a bucket"), std::string::npos) << err;
+  // The negative prompt is short: not truncated, one warning only.
+  EXPECT_EQ(err.find("truncated"), err.rfind("truncated")) << err;
 }
 
 TEST(Generate, FingerprintIsStableAndSeesWeightChanges) {
-  const std::string model = golden_root() + "/sd1-tiny/model";
+  const std::string model = golden_model("sd1-tiny");
   const std::string a = model_fingerprint(model);
   EXPECT_EQ(a.size(), 64u);
   EXPECT_EQ(a, model_fingerprint(model));
   // A copy elsewhere has the same fingerprint; one changed weight value (data sampled) changes it.
-  const fs::path dir = temp_dir("fp");
-  fs::create_directories(dir);
+  const TempDir tmp("generate_fp");
+  const fs::path dir = tmp.path;
   fs::copy(model, dir / "model", fs::copy_options::recursive);
   EXPECT_EQ(model_fingerprint((dir / "model").string()), a);
   const fs::path w = dir / "model" / "vae" / "diffusion_pytorch_model.safetensors";
@@ -414,8 +416,7 @@ TEST(Generate, FingerprintIsStableAndSeesWeightChanges) {
     f.put('\x7f');
   }
   EXPECT_NE(model_fingerprint((dir / "model").string()), a);
-  EXPECT_NE(model_fingerprint(golden_root() + "/sd2-tiny/model"), a);
-  fs::remove_all(dir);
+  EXPECT_NE(model_fingerprint(golden_model("sd2-tiny")), a);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -439,29 +440,15 @@ struct GoldenCase {
   int steps = 5, noise_draws = 0;
 };
 
-struct Golden {
-  SafetensorsFile file;
+struct GenerateGolden {
+  db::test::Golden file;
   nlohmann::json meta;
   std::vector<GoldenCase> cases;
-  std::vector<float> f32(const std::string& name) const {
-    const SafeTensorInfo* t = file.find(name);
-    if (!t) throw Error(file.path(), ": no tensor ", name);
-    std::vector<float> v(size_t(shape_numel(t->shape)));
-    file.read_f32(*t, v.data());
-    return v;
-  }
-  Shape shape(const std::string& name) const { return file.find(name)->shape; }
-  std::vector<uint8_t> u8(const std::string& name) const {
-    Tensor t = file.get(name);
-    const uint8_t* p = t.data<uint8_t>();
-    return std::vector<uint8_t>(p, p + t.numel());
-  }
 };
 
-Golden load_generate_golden(const std::string& preset) {
-  const std::string path = golden_root() + "/generate/" + preset + ".safetensors";
-  Golden g{SafetensorsFile::open(path), {}, {}};
-  g.meta = nlohmann::json::parse(g.file.metadata().at("generate"));
+GenerateGolden load_generate_golden(const std::string& preset) {
+  GenerateGolden g{db::test::Golden("generate/" + preset + ".safetensors"), {}, {}};
+  g.meta = nlohmann::json::parse(g.file.file().metadata().at("generate"));
   for (const auto& c : g.meta["cases"]) {
     GoldenCase gc;
     gc.name = c["name"];
@@ -485,24 +472,12 @@ class ForwardNoise final : public NoiseSource {
   NoiseSource& to_;
 };
 
-// [N, C, h, w] -> [N, h, w, C]
-std::vector<float> nchw_to_nhwc(const std::vector<float>& v, int64_t n, int64_t c, int64_t h, int64_t w) {
-  std::vector<float> out(v.size());
-  for (int64_t a = 0; a < n; ++a)
-    for (int64_t k = 0; k < c; ++k)
-      for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x)
-          out[size_t(((a * h + y) * w + x) * c + k)] = v[size_t(((a * c + k) * h + y) * w + x)];
-  return out;
-}
-
 void check_preset_against_diffusers(const std::string& preset) {
-  const Golden g = load_generate_golden(preset);
-  const std::string model_dir = golden_root() + "/" + preset + "/model";
+  const GenerateGolden g = load_generate_golden(preset);
+  const std::string model_dir = golden_model(preset);
   auto models = load_generate_models(model_dir);
-  const Shape ls = g.shape("init_latents");  // [N, C, h, w]
-  const int64_t N = ls[0], C = ls[1], h = ls[2], w = ls[3], per = C * h * w;
-  const auto init = nchw_to_nhwc(g.f32("init_latents"), N, C, h, w);
+  const Tensor init = nchw_to_nhwc(g.file["init_latents"]);  // [N, h, w, C]
+  const int64_t N = init.dim(0), h = init.dim(1), w = init.dim(2), C = init.dim(3), per = C * h * w;
   int checked = 0;
   for (const GoldenCase& gc : g.cases) {
     SCOPED_TRACE(preset + " " + gc.name);
@@ -517,14 +492,15 @@ void check_preset_against_diffusers(const std::string& preset) {
     o.batch_size = int(N);  // diffusers drew the scheduler noise for the whole batch at once
     o.progress = false;
     o.keep_results = true;
-    o.init_latents_tensor = Tensor::from_vector(init, {N, h, w, C});
+    o.init_latents_tensor = init;
     std::vector<std::vector<float>> draws;
     if (gc.noise_draws > 0) {
-      const auto all = g.f32(gc.name + ".noise");
-      ASSERT_EQ(int64_t(all.size()), gc.noise_draws * N * per);
-      for (int k = 0; k < gc.noise_draws; ++k)
-        draws.push_back(nchw_to_nhwc(
-            std::vector<float>(all.begin() + k * N * per, all.begin() + (k + 1) * N * per), N, C, h, w));
+      const Tensor all = g.file[gc.name + ".noise"];  // [draws, N, C, h, w]
+      ASSERT_EQ(all.numel(), gc.noise_draws * N * per);
+      for (int k = 0; k < gc.noise_draws; ++k) {
+        const Tensor d = nchw_to_nhwc(all.select(k));
+        draws.emplace_back(d.f32(), d.f32() + d.numel());
+      }
     }
     ListNoiseSource draws_left(draws);
     o.noise_factory = [&](const std::vector<uint32_t>&) -> std::unique_ptr<NoiseSource> {
@@ -534,19 +510,15 @@ void check_preset_against_diffusers(const std::string& preset) {
     ASSERT_EQ(r.images.size(), size_t(N));
     EXPECT_EQ(draws_left.used(), draws_left.size());
     // Latents.
-    const auto want = nchw_to_nhwc(g.f32(gc.name + ".latents"), N, C, h, w);
-    double num = 0, den = 0, max_abs = 0;
+    const Tensor want = nchw_to_nhwc(g.file[gc.name + ".latents"]);
+    Tensor got = Tensor::empty(want.shape());
     for (int64_t i = 0; i < N; ++i)
-      for (int64_t e = 0; e < per; ++e) {
-        const double a = r.images[size_t(i)].latents.f32()[e], b = want[size_t(i * per + e)];
-        num += (a - b) * (a - b);
-        den += b * b;
-        max_abs = std::max(max_abs, std::abs(a - b));
-      }
-    const double rel = std::sqrt(num / den);
-    EXPECT_LE(rel, 1e-4) << "max abs " << max_abs;
+      std::memcpy(got.f32() + i * per, r.images[size_t(i)].latents.f32(), size_t(per) * sizeof(float));
+    const db::test::Diff dl = db::test::diff(got, want);
+    EXPECT_LE(dl.rel_l2, 1e-4) << "max abs " << dl.max_abs;
     // Image.
-    const auto img = g.u8(gc.name + ".image");  // [N, H, W, 3]
+    const Tensor img_t = g.file[gc.name + ".image"];  // uint8 [N, H, W, 3]
+    const std::vector<uint8_t> img(img_t.data<uint8_t>(), img_t.data<uint8_t>() + img_t.numel());
     const size_t npx = img.size() / size_t(N);
     int max_level = 0;
     size_t n_diff = 0;
@@ -562,7 +534,7 @@ void check_preset_against_diffusers(const std::string& preset) {
     std::printf(
         "  %-9s %-18s latents rel_l2 %.2e max_abs %.2e | image max diff %d level(s), %zu of %zu values "
         "differ\n",
-        preset.c_str(), gc.name.c_str(), rel, max_abs, max_level, n_diff, img.size());
+        preset.c_str(), gc.name.c_str(), dl.rel_l2, dl.max_abs, max_level, n_diff, img.size());
     ++checked;
   }
   EXPECT_EQ(checked, 9);
@@ -584,7 +556,7 @@ TEST(Generate, MatchesDiffusersSd2Tiny) {
 // to fp32 rounding through the steps (relative L2 <= 1e-5; observed ~1e-6) and pixels to +-1 level (observed
 // identical). Byte-identity across RANK counts does not rely on this: batches keep their images.
 TEST(Generate, RealModelBatchSizeChangesOnlyRounding) {
-  auto models = load_generate_models(golden_root() + "/sd1-tiny/model");
+  auto models = load_generate_models(golden_model("sd1-tiny"));
   std::vector<GeneratedImage> ref;
   for (int bs : {1, 3, 4}) {
     GenerateOptions o;
@@ -603,20 +575,14 @@ TEST(Generate, RealModelBatchSizeChangesOnlyRounding) {
       continue;
     }
     for (size_t i = 0; i < 4; ++i) {
-      double num = 0, den = 0;
-      for (int64_t e = 0; e < ref[i].latents.numel(); ++e) {
-        const double a = r.images[i].latents.f32()[e], b = ref[i].latents.f32()[e];
-        num += (a - b) * (a - b);
-        den += b * b;
-      }
+      const double rel = db::test::diff(r.images[i].latents, ref[i].latents).rel_l2;
       int max_level = 0;
       for (size_t k = 0; k < ref[i].rgb.size(); ++k)
         max_level = std::max(max_level, std::abs(int(r.images[i].rgb[k]) - int(ref[i].rgb[k])));
-      EXPECT_LE(std::sqrt(num / den), 1e-5) << "batch " << bs << " image " << i;
+      EXPECT_LE(rel, 1e-5) << "batch " << bs << " image " << i;
       EXPECT_LE(max_level, 1) << "batch " << bs << " image " << i;
       if (i == 0)
-        std::printf("  batch %d vs 1: image 0 latents rel_l2 %.2e, pixels max diff %d\n", bs,
-                    std::sqrt(num / den), max_level);
+        std::printf("  batch %d vs 1: image 0 latents rel_l2 %.2e, pixels max diff %d\n", bs, rel, max_level);
     }
   }
 }

@@ -1,6 +1,10 @@
 // Image decoding and transforms against Pillow's results (tests/reference/make_image_golden.py).
+// docs/ARCHITECTURE.md claims bit-identity with Pillow 13 + torchvision, and that is what is asserted:
+// max |difference| = 0 for every decode (JPEG and PNG), every resize/crop and the real photos. Measured
+// so: 0 on the 25 fixtures (13 JPEGs, odd formats and EXIF cases; 100 resize/crop cases) and on the 5 dog
+// photos of ../shared; an outside check on 48 images found 0/255 too. A bound of one level on the MEAN
+// difference, as these tests once had, lets a +1 shift of every pixel through.
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -14,6 +18,7 @@
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/image_transform.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
@@ -21,16 +26,14 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kFixtures = "tests/fixtures/images/";
-const std::string kGolden = "tests/golden/images/";
 
 nlohmann::json golden_index() {
-  std::vector<uint8_t> b = read_file_bytes(kGolden + "index.json");
-  return nlohmann::json::parse(b.begin(), b.end());
+  return db::test::golden_json("images/index.json");
 }
 
 // A golden array: zlib over per-channel byte deltas (see make_image_golden.py).
 std::vector<uint8_t> load_golden(const std::string& name, size_t n) {
-  std::vector<uint8_t> z = read_file_bytes(kGolden + name);
+  std::vector<uint8_t> z = read_file_bytes(db::test::golden_path("images/" + name));
   std::vector<uint8_t> out(n);
   uLongf len = n;
   EXPECT_EQ(uncompress(out.data(), &len, z.data(), z.size()), Z_OK) << name;
@@ -55,17 +58,6 @@ Diff diff(const uint8_t* a, const uint8_t* b, size_t n) {
   return d;
 }
 
-std::string shared_data_dir() {
-  if (const char* e = std::getenv("DREAMBOOTH_SHARED_DATA")) return e;
-  return "../shared/data/dreambooth";
-}
-
-std::string temp_dir() {
-  fs::path p = fs::temp_directory_path() / ("db_image_test_" + std::to_string(::getpid()));
-  fs::create_directories(p);
-  return p.string();
-}
-
 }  // namespace
 
 TEST(Image, SniffsFormatFromMagicBytes) {
@@ -81,8 +73,7 @@ TEST(Image, SniffsFormatFromMagicBytes) {
 TEST(Image, DecodesEveryFixtureLikePillow) {
   nlohmann::json idx = golden_index();
   ASSERT_GT(idx["fixtures"].size(), 20u);
-  double worst_jpeg_mean = 0;
-  int worst_jpeg_max = 0;
+  int worst_max = 0, jpegs = 0;
   for (const auto& e : idx["fixtures"]) {
     const std::string file = e["file"];
     SCOPED_TRACE(file);
@@ -91,18 +82,14 @@ TEST(Image, DecodesEveryFixtureLikePillow) {
     ASSERT_EQ(im.height, e["height"].get<int>());
     std::vector<uint8_t> ref = load_golden(e["decoded"], im.pixels.size());
     Diff d = diff(im.pixels.data(), ref.data(), ref.size());
-    if (e["kind"] == "png") {
-      EXPECT_EQ(d.max, 0) << "PNG decode must be exact";
-    } else {
-      EXPECT_LE(d.mean, 1.0);
-      worst_jpeg_mean = std::max(worst_jpeg_mean, d.mean);
-      worst_jpeg_max = std::max(worst_jpeg_max, d.max);
-    }
+    EXPECT_EQ(d.max, 0) << e["kind"] << " decode differs from Pillow's (mean " << d.mean << ")";
+    worst_max = std::max(worst_max, d.max);
+    jpegs += e["kind"] != "png";
     std::printf("  decode %-26s %4dx%-4d mean|diff| %.4f max %d\n", file.c_str(), im.width, im.height, d.mean,
                 d.max);
   }
-  std::printf("  JPEG decode vs Pillow: worst mean %.4f, worst max %d levels\n", worst_jpeg_mean,
-              worst_jpeg_max);
+  EXPECT_GT(jpegs, 10);  // JPEGs are checked, not only PNGs
+  std::printf("  decode vs Pillow: worst max %d levels\n", worst_max);
 }
 
 TEST(Transform, ResizeAndCenterCropMatchPillow) {
@@ -129,7 +116,7 @@ TEST(Transform, ResizeAndCenterCropMatchPillow) {
       ASSERT_EQ(out.height, res);
       std::vector<uint8_t> ref = load_golden(t["data"], out.pixels.size());
       Diff d = diff(out.pixels.data(), ref.data(), ref.size());
-      EXPECT_LE(d.mean, 1.0);
+      EXPECT_EQ(d.max, 0) << "mean " << d.mean;
       if (d.max)
         std::printf("  %s %s%d: mean %.5f max %d\n", file.c_str(), fname.c_str(), res, d.mean, d.max);
       worst_mean = std::max(worst_mean, d.mean);
@@ -138,13 +125,12 @@ TEST(Transform, ResizeAndCenterCropMatchPillow) {
   }
   std::printf("  resize+crop vs Pillow (from Pillow's decode): worst mean %.5f/255, worst max %d levels\n",
               worst_mean, worst_max);
-  EXPECT_EQ(worst_max, 0) << "the fixed-point resampler should be bit-exact";
 }
 
 TEST(Transform, DecodeResizeCropMatchPillowEndToEnd) {
   nlohmann::json idx = golden_index();
   double worst_mean = 0;
-  int worst_max = 0;
+  int worst_max = 0, checked = 0;
   for (const auto& e : idx["fixtures"]) {
     const std::string file = e["file"];
     Image src = read_image(kFixtures + file);
@@ -153,19 +139,20 @@ TEST(Transform, DecodeResizeCropMatchPillowEndToEnd) {
       Image out = resize_and_crop(src, t["resolution"], CropMode::Center);
       std::vector<uint8_t> ref = load_golden(t["data"], out.pixels.size());
       Diff d = diff(out.pixels.data(), ref.data(), ref.size());
-      EXPECT_LE(d.mean, 1.0) << file;
+      EXPECT_EQ(d.max, 0) << file << " at " << t["resolution"] << ": mean " << d.mean;
       worst_mean = std::max(worst_mean, d.mean);
       worst_max = std::max(worst_max, d.max);
+      ++checked;
     }
   }
-  std::printf("  decode+resize+crop vs Pillow: worst mean %.5f/255, worst max %d levels\n", worst_mean,
-              worst_max);
+  EXPECT_GT(checked, 20);
+  std::printf("  decode+resize+crop vs Pillow: %d cases, worst mean %.5f/255, worst max %d levels\n", checked,
+              worst_mean, worst_max);
 }
 
 TEST(Transform, PhotosMatchPillow) {
-  const std::string dir = shared_data_dir();
-  if (!fs::is_directory(dir + "/dog"))
-    GTEST_SKIP() << "no DreamBooth photos at " << dir << " (set DREAMBOOTH_SHARED_DATA)";
+  const std::string dir = db::test::shared_data_dir();
+  if (!fs::is_directory(dir + "/dog")) GTEST_SKIP() << db::test::needs_shared_data(dir + "/dog");
   nlohmann::json idx = golden_index();
   ASSERT_FALSE(idx["photos"].empty());
   for (const auto& e : idx["photos"]) {
@@ -191,9 +178,9 @@ TEST(Transform, PhotosMatchPillow) {
     double mean512 = 0;
     for (uint8_t v : r512.pixels) mean512 += v;
     mean512 /= double(r512.pixels.size());
-    EXPECT_LE(dd.mean, 1.0);
-    EXPECT_LE(d512.mean, 1.0);
-    EXPECT_LE(d64.mean, 1.0);
+    EXPECT_EQ(dd.max, 0) << "decode, mean " << dd.mean;
+    EXPECT_EQ(d512.max, 0) << "512 crop, mean " << d512.mean;
+    EXPECT_EQ(d64.max, 0) << "64 crop, mean " << d64.mean;
     EXPECT_NEAR(mean512, e["r512_mean"].get<double>(), 0.05);
     std::printf("  %s %dx%d  decode mean %.4f max %d | 512 mean %.4f max %d | 64 mean %.4f max %d\n",
                 file.c_str(), im.width, im.height, dd.mean, dd.max, d512.mean, d512.max, d64.mean, d64.max);
@@ -262,7 +249,8 @@ std::string error_of(const std::function<void()>& f) {
 }  // namespace
 
 TEST(Image, BadInputsThrowErrorsNamingTheFile) {
-  std::string dir = temp_dir();
+  const db::test::TempDir tmp("image_bad");
+  const std::string dir = tmp.str();
   auto write = [&](const std::string& name, const std::vector<uint8_t>& b) {
     std::string p = dir + "/" + name;
     FILE* f = std::fopen(p.c_str(), "wb");
@@ -303,7 +291,6 @@ TEST(Image, BadInputsThrowErrorsNamingTheFile) {
   }
   std::string missing = error_of([&] { read_image(dir + "/nope.jpg"); });
   EXPECT_NE(missing.find("nope.jpg"), std::string::npos);
-  fs::remove_all(dir);
 }
 
 TEST(Image, RefusesImagesOverThePixelLimitBeforeDecoding) {
@@ -342,7 +329,8 @@ TEST(Image, ExifOrientationParsesBothByteOrders) {
 }
 
 TEST(Image, PngAndJpegEncodeRoundTrip) {
-  std::string dir = temp_dir();
+  const db::test::TempDir tmp("image_encode");
+  const std::string dir = tmp.str();
   Image im = read_image(kFixtures + "rgb_37x91.png");
   write_png(dir + "/a.png", im);
   Image back = read_image(dir + "/a.png");
@@ -361,7 +349,6 @@ TEST(Image, PngAndJpegEncodeRoundTrip) {
   std::string msg = error_of([&] { write_png(dir + "/no/such/dir/x.png", im); });
   EXPECT_NE(msg.find("x.png"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(dir + "/no/such/dir"));
-  fs::remove_all(dir);
 }
 
 TEST(Image, ToleratesExtraneousBytesLikePillow) {

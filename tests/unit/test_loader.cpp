@@ -13,22 +13,13 @@
 #include "dreambooth/io/shard.h"
 #include "dreambooth/io/shard_set.h"
 #include "dreambooth/pipelines/data_loader.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
+using db::test::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("db_loader_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 std::string error_of(const std::function<void()>& f) {
   try {

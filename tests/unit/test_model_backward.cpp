@@ -10,19 +10,19 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/models/clip_text.h"
 #include "dreambooth/models/config.h"
 #include "dreambooth/models/unet.h"
-#include "golden.h"
+#include "test_helpers.h"
 
 using namespace db;
 using db::test::expect_close;
 using db::test::Golden;
+using db::test::golden_path;
+using db::test::nchw_to_nhwc;
 
 namespace {
 
@@ -96,68 +96,50 @@ TEST(ModelBackward, ClipText) {
   db::test::expect_param_grads(b, g, "clip.grad.", kTol);
 }
 
-namespace {
-Tensor nchw_to_nhwc(const Tensor& t) {
-  const int64_t B = t.dim(0), C = t.dim(1), H = t.dim(2), W = t.dim(3);
-  Tensor r = Tensor::empty({B, H, W, C});
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w)
-          r.f32()[((b * H + h) * W + w) * C + c] = t.f32()[((b * C + c) * H + h) * W + w];
-  return r;
-}
-}  // namespace
-
 // One DreamBooth step (prior preservation, text encoder trained) against the reference harness's
-// train.safetensors (tests/reference/make_golden.py, diffusers train_dreambooth.py): text encoder and
-// UNet training forwards, the loss gradient d/dpred [mse(inst) + mse(class)] = 2 (pred - target) / numel
-// of each half, then both backwards; every UNet and text-encoder gradient. Skips a config whose golden
-// folder is absent.
-TEST(ModelBackward, DreamBoothStepMatchesHarness) {
+// train.safetensors (tests/reference/make_golden.py, diffusers train_dreambooth.py) of every golden preset:
+// text encoder and UNet training forwards, the loss gradient d/dpred [mse(inst) + mse(class)] =
+// 2 (pred - target) / numel of each half, then both backwards; every UNet and text-encoder gradient.
+class DreamBoothStep : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DreamBoothStep, MatchesHarness) {
   CpuOps ops;
   Ctx ctx{ops};
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  int ran = 0;
-  for (const char* name : {"sd1-tiny", "sd2-tiny", "extra"}) {
-    const std::string dir = root + "/" + name;
-    if (!std::ifstream(dir + "/train.safetensors")) continue;
-    ++ran;
-    std::printf(" %s\n", name);
-    const Golden tr(std::string(name) + "/train.safetensors");
-    const Golden uw(std::string(name) + "/model/unet/diffusion_pytorch_model.safetensors");
-    const Golden tw(std::string(name) + "/model/text_encoder/model.safetensors");
-    const UNetConfig uc =
-        parse_unet_config(read_json_file(dir + "/model/unet/config.json"), "unet/config.json");
-    const ClipTextConfig cc = parse_clip_text_config(read_json_file(dir + "/model/text_encoder/config.json"),
-                                                     "text_encoder/config.json");
-    db::test::GoldenParams up = db::test::load_params(uw, ""), tp = db::test::load_params(tw, "");
-    UNet2DConditionModel unet(uc, up.reg, up.params), ugrad(uc, up.reg, up.grads);
-    ClipTextModel te(cc, tp.reg, tp.params), tgrad(cc, tp.reg, tp.grads);
+  const std::string name = GetParam(), dir = golden_path(name);
+  const Golden tr(name + "/train.safetensors");
+  const Golden uw(name + "/model/unet/diffusion_pytorch_model.safetensors");
+  const Golden tw(name + "/model/text_encoder/model.safetensors");
+  const UNetConfig uc =
+      parse_unet_config(read_json_file(dir + "/model/unet/config.json"), "unet/config.json");
+  const ClipTextConfig cc = parse_clip_text_config(read_json_file(dir + "/model/text_encoder/config.json"),
+                                                   "text_encoder/config.json");
+  db::test::GoldenParams up = db::test::load_params(uw, ""), tp = db::test::load_params(tw, "");
+  UNet2DConditionModel unet(uc, up.reg, up.params), ugrad(uc, up.reg, up.grads);
+  ClipTextModel te(cc, tp.reg, tp.params), tgrad(cc, tp.reg, tp.grads);
 
-    ClipTextModel::Saved ts;
-    Tensor ehs = te.forward(ctx, tr["train.input_ids"], &ts);  // [2B, 77, D]
-    expect_close("encoder_hidden_states", ehs, tr["train.encoder_hidden_states"], 1e-5);
-    const Tensor t64 = tr["train.timesteps"];
-    Tensor t = Tensor::empty({t64.numel()});
-    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(t64.data<int64_t>()[i]);
-    UNet2DConditionModel::Saved us;
-    Tensor pred = unet.forward(ctx, nchw_to_nhwc(tr["train.noisy_latents"]), t, ehs, &us);
-    expect_close("model_pred", pred, nchw_to_nhwc(tr["train.model_pred"]), 1e-5);
-    const Tensor target = nchw_to_nhwc(tr["train.target"]);
-    Tensor dpred = Tensor::empty(pred.shape());
-    const int64_t half = pred.numel() / 2;  // instance samples first, then class samples
-    for (int64_t i = 0; i < pred.numel(); ++i)
-      dpred.f32()[i] = 2.f * (pred.f32()[i] - target.f32()[i]) / float(half);
-    Tensor dehs = Tensor::zeros(ehs.shape());
-    unet.backward(ctx, us, dpred, &ugrad, &dehs);
-    te.backward(ctx, ts, dehs, &tgrad);
-    db::test::expect_param_grads(up, tr, "grad.unet.", kTol);
-    db::test::expect_param_grads(tp, tr, "grad.text_encoder.", kTol);
-  }
-  if (!ran) GTEST_SKIP() << "no harness train goldens under " << root;
+  ClipTextModel::Saved ts;
+  Tensor ehs = te.forward(ctx, tr["train.input_ids"], &ts);  // [2B, 77, D]
+  expect_close("encoder_hidden_states", ehs, tr["train.encoder_hidden_states"], 1e-5);
+  const Tensor t64 = tr["train.timesteps"];
+  Tensor t = Tensor::empty({t64.numel()});
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(t64.data<int64_t>()[i]);
+  UNet2DConditionModel::Saved us;
+  Tensor pred = unet.forward(ctx, nchw_to_nhwc(tr["train.noisy_latents"]), t, ehs, &us);
+  expect_close("model_pred", pred, nchw_to_nhwc(tr["train.model_pred"]), 1e-5);
+  const Tensor target = nchw_to_nhwc(tr["train.target"]);
+  Tensor dpred = Tensor::empty(pred.shape());
+  const int64_t half = pred.numel() / 2;  // instance samples first, then class samples
+  for (int64_t i = 0; i < pred.numel(); ++i)
+    dpred.f32()[i] = 2.f * (pred.f32()[i] - target.f32()[i]) / float(half);
+  Tensor dehs = Tensor::zeros(ehs.shape());
+  unet.backward(ctx, us, dpred, &ugrad, &dehs);
+  te.backward(ctx, ts, dehs, &tgrad);
+  db::test::expect_param_grads(up, tr, "grad.unet.", kTol);
+  db::test::expect_param_grads(tp, tr, "grad.text_encoder.", kTol);
 }
+
+INSTANTIATE_TEST_SUITE_P(Presets, DreamBoothStep, ::testing::ValuesIn(db::test::golden_presets()),
+                         [](const auto& info) { return db::test::param_name(info.param); });
 
 // --gradient-checkpointing: the UNet keeps only each block's inputs and recomputes the block's training
 // forward right before its backward. Same operations in the same order: the prediction, every parameter
@@ -165,10 +147,7 @@ TEST(ModelBackward, DreamBoothStepMatchesHarness) {
 TEST(Unet, GradientCheckpointingIsExact) {
   CpuOps ops;
   Ctx ctx{ops};
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  const std::string dir = root + "/sd1-tiny";
-  if (!std::ifstream(dir + "/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden under " << root;
+  const std::string dir = golden_path("sd1-tiny");
   const Golden tr("sd1-tiny/train.safetensors");
   const Golden uw("sd1-tiny/model/unet/diffusion_pytorch_model.safetensors");
   const Golden tw("sd1-tiny/model/text_encoder/model.safetensors");
@@ -212,10 +191,7 @@ TEST(Unet, GradientCheckpointingIsExact) {
 TEST(ClipText, GradientCheckpointingIsExact) {
   CpuOps ops;
   Ctx ctx{ops};
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  const std::string dir = root + "/sd1-tiny";
-  if (!std::ifstream(dir + "/train.safetensors")) GTEST_SKIP() << "no sd1-tiny train golden under " << root;
+  const std::string dir = golden_path("sd1-tiny");
   const Golden tr("sd1-tiny/train.safetensors");
   const Golden tw("sd1-tiny/model/text_encoder/model.safetensors");
   const ClipTextConfig cc = parse_clip_text_config(read_json_file(dir + "/model/text_encoder/config.json"),
@@ -247,10 +223,7 @@ TEST(ClipText, GradientCheckpointingIsExact) {
 TEST(Unet, GradientCheckpointingMemory) {
   CpuOps ops;
   Ctx ctx{ops};
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const std::string root = env ? env : "tests/golden";
-  const std::string dir = root + "/sd1-tiny";
-  if (!std::ifstream(dir + "/train.safetensors")) GTEST_SKIP() << "no sd1-tiny golden under " << root;
+  const std::string dir = golden_path("sd1-tiny");
   const Golden uw("sd1-tiny/model/unet/diffusion_pytorch_model.safetensors");
   const UNetConfig uc =
       parse_unet_config(read_json_file(dir + "/model/unet/config.json"), "unet/config.json");

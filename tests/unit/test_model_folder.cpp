@@ -16,22 +16,13 @@
 #include "dreambooth/models/init_weights.h"
 #include "dreambooth/models/presets.h"
 #include "dreambooth/pipelines/compare.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
+using db::test::TempDir;
 
 namespace {
-
-// A fresh folder under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("db_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 UNetConfig tiny_unet() {
   return parse_unet_config(preset("sd1-tiny")["unet"], "sd1-tiny");
@@ -265,18 +256,11 @@ TEST(ModelFolder, MissingConfigNamesFile) {
   EXPECT_NE(m.find("vae/config.json: field 'down_block_types'"), std::string::npos) << m;
 }
 
-// Folders written by diffusers (tests/reference, another helper's harness):
-// $DREAMBOOTH_GOLDEN/sd1-tiny/model.
+// Folders written by diffusers (tests/reference): the sd1-tiny and sd2-tiny golden models.
 TEST(ModelFolder, LoadsGoldenDiffusersFolder) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const fs::path golden = fs::path(env ? env : "tests/golden");
-  if (!fs::exists(golden / "sd1-tiny" / "model" / "model_index.json"))
-    GTEST_SKIP() << "no golden model folder at " << golden / "sd1-tiny" / "model"
-                 << " (set DREAMBOOTH_GOLDEN)";
   const std::map<std::string, int64_t> counts = {{"unet", 283284}, {"text_encoder", 48106}, {"vae", 43711}};
   for (const char* name : {"sd1-tiny", "sd2-tiny"}) {
-    const fs::path dir = golden / name / "model";
-    if (!fs::exists(dir / "model_index.json")) continue;
+    const fs::path dir = db::test::golden_model(name);
     SCOPED_TRACE(dir.string());
     ModelFolder m = ModelFolder::open(dir.string());
     for (Component c : all_components()) {
@@ -311,11 +295,8 @@ TEST(ModelFolder, LoadsGoldenDiffusersFolder) {
 // A folder written by diffusers (the harness's golden model) loads in C++ and saves back with every
 // tensor bit-identical: same names, shapes and values (conv weights permuted there and back).
 TEST(ModelFolder, DiffusersFolderSavesBackBitIdentical) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  const fs::path golden = fs::path(env ? env : "tests/golden");
   for (const char* name : {"sd1-tiny", "sd2-tiny"}) {
-    const fs::path src = golden / name / "model";
-    if (!fs::exists(src / "model_index.json")) GTEST_SKIP() << "no golden model folder at " << src;
+    const fs::path src = db::test::golden_model(name);
     SCOPED_TRACE(src.string());
     TempDir out(std::string("saveback_") + name);
     ModelFolder m = ModelFolder::open(src.string());

@@ -15,7 +15,7 @@
 #include "dreambooth/nn/timestep_embedding.h"
 #include "dreambooth/nn/transformer_2d.h"
 #include "dreambooth/backend/cpu_ops.h"
-#include "golden.h"
+#include "test_helpers.h"
 
 using namespace db;
 using db::test::expect_close;

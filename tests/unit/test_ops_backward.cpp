@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "dreambooth/backend/cpu_ops.h"
-#include "golden.h"
+#include "test_helpers.h"
 
 using namespace db;
 using db::test::expect_close;

@@ -10,26 +10,18 @@
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/optim/lr_schedule.h"
+#include "test_helpers.h"
 
 using namespace db;
 
 namespace {
 
 nlohmann::json load_optim_golden() {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  std::string path = std::string(env ? env : "tests/golden") + "/optim/optim.json";
-  std::ifstream f(path);
-  if (!f) throw Error(path, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
-  return nlohmann::json::parse(f);
+  return db::test::golden_json("optim/optim.json");
 }
 
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
+  return db::test::diff(a, b).rel_l2;
 }
 
 }  // namespace

@@ -14,19 +14,12 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/io/safetensors.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory per test under GoogleTest's temp dir.
-std::string make_temp_dir() {
-  std::string tmpl = ::testing::TempDir() + "db_safetensors_XXXXXX";
-  char* p = ::mkdtemp(tmpl.data());
-  if (!p) throw std::runtime_error("mkdtemp failed: " + tmpl);
-  return tmpl;
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -91,7 +84,8 @@ std::vector<std::pair<std::string, Tensor>> every_dtype() {
 }  // namespace
 
 TEST(Safetensors, RoundTripEveryDtype) {
-  const std::string dir = make_temp_dir(), path = dir + "/all.safetensors";
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str(), path = dir + "/all.safetensors";
   auto ts = every_dtype();
   write_safetensors(path, ts, {{"format", "pt"}, {"note", "é ü"}});
 
@@ -134,11 +128,11 @@ TEST(Safetensors, RoundTripEveryDtype) {
   EXPECT_EQ(bytes.size(), 8 + n + offset) << "data section holds exactly the tensors";
   EXPECT_EQ(f.find("nope"), nullptr);
   EXPECT_THROW(f.get("nope"), Error);
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, ViewsOutliveTheFileObject) {
-  const std::string dir = make_temp_dir(), path = dir + "/v.safetensors";
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str(), path = dir + "/v.safetensors";
   write_safetensors(path, {{"x", Tensor::from_vector({1.f, 2.f, 3.f}, {3})}});
   Tensor x;
   {
@@ -150,7 +144,6 @@ TEST(Safetensors, ViewsOutliveTheFileObject) {
   std::memcpy(v, x.raw(), sizeof v);
   EXPECT_EQ(v[0], 1.f);
   EXPECT_EQ(v[2], 3.f);
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, ReadsPythonWrittenFile) {
@@ -223,7 +216,8 @@ TEST(Safetensors, ParsesFromMemory) {
 }
 
 TEST(Safetensors, EmptyTensorsAndEmptyHeaderAreLegal) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   write_bytes(dir + "/e.safetensors", image(R"({"e":{"dtype":"BF16","shape":[0,5],"data_offsets":[0,0]},)"
                                             R"("f":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
                                             R"("g":{"dtype":"F32","shape":[3,0],"data_offsets":[1,1]}})",
@@ -233,11 +227,11 @@ TEST(Safetensors, EmptyTensorsAndEmptyHeaderAreLegal) {
   EXPECT_EQ(f.get("g").numel(), 0);
   write_bytes(dir + "/none.safetensors", image("{}"));
   EXPECT_TRUE(SafetensorsFile::open(dir + "/none.safetensors").tensors().empty());
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, RejectsTruncatedAndOversizedFiles) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   const std::string good = image(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 16);
   struct Case {
     const char* file;
@@ -260,11 +254,11 @@ TEST(Safetensors, RejectsTruncatedAndOversizedFiles) {
   }
   expect_open_error(dir + "/does_not_exist.safetensors", "cannot open");
   expect_open_error(dir, "not a regular file");
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, RejectsBadHeaders) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   auto entry = [](const std::string& dtype, const std::string& shape, const std::string& offsets) {
     return R"({"t":{"dtype":)" + dtype + R"(,"shape":)" + shape + R"(,"data_offsets":)" + offsets + "}}";
   };
@@ -332,11 +326,11 @@ TEST(Safetensors, RejectsBadHeaders) {
     write_bytes(path, image(c.header, c.data));
     expect_open_error(path, c.what);
   }
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, WriteRejectsBadInput) {
-  const std::string dir = make_temp_dir(), path = dir + "/w.safetensors";
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str(), path = dir + "/w.safetensors";
   Tensor x = Tensor::from_vector({1.f}, {1});
   EXPECT_THROW(write_safetensors(path, {{"a", x}, {"a", x}}), Error);
   EXPECT_THROW(write_safetensors(path, {{"__metadata__", x}}), Error);
@@ -344,11 +338,11 @@ TEST(Safetensors, WriteRejectsBadInput) {
   EXPECT_THROW(write_safetensors(path, {{std::string("bad\xff"), x}}), Error);
   EXPECT_FALSE(fs::exists(path));
   EXPECT_TRUE(fs::is_empty(dir)) << "no temporary file left behind";
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, WriteFailuresNameThePathAndLeaveNothing) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   Tensor x = Tensor::from_vector(std::vector<float>(1 << 16, 1.f), {1 << 16});
   try {
     write_safetensors(dir + "/no/such/dir/x.safetensors", {{"x", x}});
@@ -382,7 +376,6 @@ TEST(Safetensors, WriteFailuresNameThePathAndLeaveNothing) {
   size_t entries = 0;
   for (const auto& e : fs::directory_iterator(dir)) entries += e.exists();
   EXPECT_EQ(entries, 1u) << "the temporary file was removed";
-  fs::remove_all(dir);
 }
 
 namespace {
@@ -394,7 +387,8 @@ void write_index(const std::string& path, const std::string& weight_map) {
 }  // namespace
 
 TEST(Safetensors, ShardedIndex) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   write_safetensors(dir + "/m-1.safetensors",
                     {{"b", Tensor::from_vector({1.f, 2.f}, {2})}, {"a", Tensor::from_vector({3.f}, {1})}});
   write_safetensors(dir + "/m-2.safetensors", {{"c", Tensor::from_vector({4.f, 5.f, 6.f}, {3})}});
@@ -416,11 +410,11 @@ TEST(Safetensors, ShardedIndex) {
   // A single file is a set of one.
   SafetensorsSet one = SafetensorsSet::open(dir + "/m-2.safetensors");
   EXPECT_EQ(one.names(), (std::vector<std::string>{"c"}));
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, ShardedIndexRejectsInconsistencies) {
-  const std::string dir = make_temp_dir();
+  const db::test::TempDir tmp("safetensors");
+  const std::string dir = tmp.str();
   write_safetensors(dir + "/m-1.safetensors", {{"a", Tensor::from_vector({1.f}, {1})}});
   write_safetensors(dir + "/m-2.safetensors",
                     {{"b", Tensor::from_vector({2.f}, {1})}, {"a", Tensor::from_vector({3.f}, {1})}});
@@ -452,5 +446,4 @@ TEST(Safetensors, ShardedIndexRejectsInconsistencies) {
   expect_open_error(index, "missing \"weight_map\"");
   write_bytes(index, R"({"weight_map": {"a": "m-1.safetensors"})");
   expect_open_error(index, "malformed index JSON");
-  fs::remove_all(dir);
 }

@@ -11,17 +11,15 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/diffusion/sampler.h"
+#include "dreambooth/models/config.h"
+#include "test_helpers.h"
 
 using namespace db;
 
 namespace {
 
 nlohmann::json load_golden(const char* file) {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  std::string path = std::string(env ? env : "tests/golden") + "/samplers/" + file;
-  std::ifstream f(path);
-  if (!f) throw Error(path, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
-  return nlohmann::json::parse(f);
+  return db::test::golden_json(std::string("samplers/") + file);
 }
 
 // The synthetic "model" of tests/reference/make_sampler_golden.py.
@@ -32,37 +30,10 @@ Tensor synthetic_model(const Tensor& m, float t) {
   return out;
 }
 
-// A SchedulerConfig as the JSON parser would fill it (fields present override the struct defaults),
-// with raw = the JSON so absent fields take the target class's defaults.
+// A scheduler config as a model folder's scheduler_config.json gives it: the production parser
+// (models/config.h), so the class-dependent defaults of absent fields are what is exercised.
 SchedulerConfig config_from_json(const nlohmann::json& j) {
-  SchedulerConfig c;
-  c.class_name = j.value("_class_name", c.class_name);
-  c.num_train_timesteps = j.value("num_train_timesteps", c.num_train_timesteps);
-  c.beta_start = j.value("beta_start", c.beta_start);
-  c.beta_end = j.value("beta_end", c.beta_end);
-  c.beta_schedule = j.value("beta_schedule", c.beta_schedule);
-  c.prediction_type = j.value("prediction_type", c.prediction_type);
-  c.timestep_spacing = j.value("timestep_spacing", c.timestep_spacing);
-  c.steps_offset = j.value("steps_offset", c.steps_offset);
-  c.clip_sample = j.value("clip_sample", c.clip_sample);
-  c.set_alpha_to_one = j.value("set_alpha_to_one", c.set_alpha_to_one);
-  c.skip_prk_steps = j.value("skip_prk_steps", c.skip_prk_steps);
-  c.raw = j;
-  return c;
-}
-
-struct Diff {
-  double rel_l2 = 0, max_abs = 0;
-};
-Diff compare(const float* a, const std::vector<float>& b) {
-  double num = 0, den = 0, mx = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * b[i];
-    mx = std::max(mx, std::abs(d));
-  }
-  return {std::sqrt(num / std::max(den, 1e-300)), mx};
+  return parse_scheduler_config(j, "scheduler_config.json");
 }
 
 // Timesteps must be equal, except Euler with Karras sigmas, whose timesteps are fractional results of
@@ -117,7 +88,9 @@ TEST(Sampler, MatchesDiffusersGolden) {
       x = s->step(synthetic_model(m, t), t, x, &noise);
     }
     EXPECT_EQ(noise.used(), noise.size());
-    Diff d = compare(x.f32(), c["final"].get<std::vector<float>>());
+    const std::vector<float> want = c["final"].get<std::vector<float>>();
+    ASSERT_EQ(size_t(x.numel()), want.size());
+    const db::test::Diff d = db::test::diff(x.f32(), want.data(), want.size());
     EXPECT_LE(d.rel_l2, 1e-5) << "max abs " << d.max_abs;
     std::printf("  %-36s rel_l2 %.2e  max_abs %.2e\n", name.c_str(), d.rel_l2, d.max_abs);
     worst[c["sampler"]] = std::max(worst[c["sampler"]], d.rel_l2);
@@ -223,9 +196,10 @@ TEST(Sampler, UnsupportedConfigFailsNamingTheField) {
   EXPECT_NE(
       error_of([&] { make_sampler("pndm", with("skip_prk_steps", false)); }).find("field 'skip_prk_steps'"),
       std::string::npos);
+  // The config parser already refuses this one (as loading a model folder would).
   EXPECT_NE(error_of([&] {
               make_sampler("ddim", with("timestep_spacing", "uniform"));
-            }).find("field 'timestep_spacing': unsupported value 'uniform'"),
+            }).find("field 'timestep_spacing': unsupported value \"uniform\""),
             std::string::npos);
   EXPECT_NE(
       error_of([&] { make_sampler("ddpm", with("variance_type", "learned")); }).find("field 'variance_type'"),

@@ -11,17 +11,14 @@
 #include "dreambooth/core/error.h"
 #include "dreambooth/diffusion/noise_schedule.h"
 #include "dreambooth/diffusion/scheduler_params.h"
+#include "test_helpers.h"
 
 using namespace db;
 
 namespace {
 
 nlohmann::json load_training_golden() {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  std::string path = std::string(env ? env : "tests/golden") + "/samplers/training.json";
-  std::ifstream f(path);
-  if (!f) throw Error(path, ": cannot open (run from the repo root or set DREAMBOOTH_GOLDEN)");
-  return nlohmann::json::parse(f);
+  return db::test::golden_json("samplers/training.json");
 }
 
 // Largest |a - b| / |b| (|b| floored at 1e-30).

@@ -12,9 +12,11 @@
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/image_transform.h"
 #include "dreambooth/io/shard.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
+using db::test::TempDir;
 
 namespace {
 
@@ -26,16 +28,6 @@ std::string error_of(const std::function<void()>& f) {
   }
   return "";
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("db_shard_test_" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 struct Samples {
   int R, h, w, n;
@@ -119,7 +111,7 @@ TEST(Shard, Sha256NistVectors) {
 }
 
 TEST(Shard, RoundTripWithLatents) {
-  TempDir dir;
+  TempDir dir("shard");
   Samples s(16, 2, 2, 3);
   const std::string path = dir / "rank0.h5";
   write_shard(path, s, true);
@@ -168,7 +160,7 @@ TEST(Shard, RoundTripWithLatents) {
 }
 
 TEST(Shard, RoundTripWithoutLatentsAndEmpty) {
-  TempDir dir;
+  TempDir dir("shard");
   Samples s(8, 1, 1, 2);
   write_shard(dir / "a.h5", s, false);
   ShardReader r(dir / "a.h5");
@@ -182,7 +174,7 @@ TEST(Shard, RoundTripWithoutLatentsAndEmpty) {
 }
 
 TEST(Shard, RejectsOtherSchemaVersionResolutionAndNonShards) {
-  TempDir dir;
+  TempDir dir("shard");
   Samples s(8, 1, 1, 1);
   const std::string path = dir / "v2.h5";
   write_shard(path, s, false);
@@ -224,7 +216,7 @@ TEST(Shard, RejectsOtherSchemaVersionResolutionAndNonShards) {
 }
 
 TEST(Shard, AtomicWriteLeavesNothingOnError) {
-  TempDir dir;
+  TempDir dir("shard");
   Samples s(8, 1, 1, 2);
   // Folder that does not exist: the constructor fails, nothing is created.
   std::string msg = error_of([&] { ShardWriter w(dir / "no/such/dir/x.h5", test_meta(8, false)); });
@@ -270,7 +262,7 @@ TEST(Shard, AtomicWriteLeavesNothingOnError) {
 }
 
 TEST(Shard, WriterValidatesMeta) {
-  TempDir dir;
+  TempDir dir("shard");
   ShardMeta m = test_meta(8, false);
   m.crop = "middle";
   EXPECT_NE(error_of([&] { ShardWriter w(dir / "x.h5", m); }).find("crop"), std::string::npos);
@@ -281,7 +273,7 @@ TEST(Shard, WriterValidatesMeta) {
 }
 
 TEST(Shard, Sha256OfFiles) {
-  TempDir dir;
+  TempDir dir("shard");
   auto put = [&](const std::string& name, const std::string& text) {
     FILE* f = std::fopen((dir / name).c_str(), "wb");
     std::fwrite(text.data(), 1, text.size(), f);
@@ -297,7 +289,7 @@ TEST(Shard, Sha256OfFiles) {
 
 TEST(Shard, PreparedImagesRoundTrip) {
   // The prepare path in miniature: decode, resize+crop, hash the file, write, read back.
-  TempDir dir;
+  TempDir dir("shard");
   const std::vector<std::string> files = {"rgb_37x91.png", "cmyk_53x41.jpg", "exif6_le_60x34.jpg"};
   ShardMeta meta = test_meta(32, false);
   std::vector<std::vector<uint8_t>> want;

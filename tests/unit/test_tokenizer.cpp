@@ -16,28 +16,13 @@
 #include "dreambooth/text/clip_bytes.h"
 #include "dreambooth/text/clip_tokenizer.h"
 #include "dreambooth/text/clip_vocab.h"
+#include "test_helpers.h"
 
 using namespace db;
 namespace fs = std::filesystem;
+using db::test::TempDir;
 
 namespace {
-
-// A fresh folder under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("dreambooth_tok_" + std::to_string(getpid()) + "_" + name);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string str() const { return path.string(); }
-};
-
-fs::path golden_dir() {
-  const char* env = std::getenv("DREAMBOOTH_GOLDEN");
-  return fs::path(env && *env ? env : "tests/golden") / "tokenizer";
-}
 
 void write(const fs::path& p, const std::string& text) {
   std::ofstream(p, std::ios::binary) << text;
@@ -115,10 +100,7 @@ TEST(Tokenizer, AcceptanceExampleSd1) {
 }
 
 TEST(Tokenizer, GoldenParityWithTransformers) {
-  const fs::path path = golden_dir() / "prompts.json";
-  ASSERT_TRUE(fs::exists(path)) << path << " missing (set DREAMBOOTH_GOLDEN)";
-  std::ifstream f(path);
-  nlohmann::json golden = nlohmann::json::parse(f);
+  const nlohmann::json golden = db::test::golden_json("tokenizer/prompts.json");
   const auto texts = golden["prompts"].get<std::vector<std::string>>();
   ASSERT_GE(texts.size(), 250u);
   int checked = 0, failed = 0;

@@ -15,6 +15,7 @@
 #include "dreambooth/io/checkpoint_dir.h"
 #include "dreambooth/io/shard.h"
 #include "dreambooth/pipelines/train.h"
+#include "test_helpers.h"
 #include "train_test_data.h"
 
 namespace fs = std::filesystem;
@@ -23,8 +24,6 @@ using db::test::slurp;
 using db::test::write_latent_shard;
 
 namespace {
-
-const std::string kModel = "tests/golden/sd1-tiny/model";
 
 std::vector<double> losses(const std::string& metrics) {
   std::vector<double> r;
@@ -37,16 +36,14 @@ std::vector<double> losses(const std::string& metrics) {
 }  // namespace
 
 TEST(TrainPipeline, ResumeIsBitIdentical) {
-  if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  const std::string tmp =
-      (fs::temp_directory_path() / ("db_train_resume_" + std::to_string(::getpid()))).string();
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const std::string model = db::test::golden_model("sd1-tiny");
+  const db::test::TempDir dir("train_resume");
+  const std::string tmp = dir.str();
   write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);
   write_latent_shard(tmp + "/class.h5", "class", 3, 600, 2);
 
   TrainOptions o;
-  o.model = kModel;
+  o.model = model;
   o.instance = {tmp + "/inst.h5"};
   o.class_data = {tmp + "/class.h5"};
   o.seed = 42;
@@ -86,20 +83,17 @@ TEST(TrainPipeline, ResumeIsBitIdentical) {
   EXPECT_EQ(la, lb) << "per-step losses differ after resume";
   // The weights did change.
   EXPECT_FALSE(slurp(a.out + "/unet/diffusion_pytorch_model.safetensors") ==
-               slurp(kModel + "/unet/diffusion_pytorch_model.safetensors"));
-  fs::remove_all(tmp);
+               slurp(model + "/unet/diffusion_pytorch_model.safetensors"));
 }
 
 // Too many non-finite steps in a row: an error naming the count, no checkpoint, no output.
 TEST(TrainPipeline, NonFiniteStepsStop) {
-  if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  const std::string tmp =
-      (fs::temp_directory_path() / ("db_train_nan_" + std::to_string(::getpid()))).string();
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const std::string model = db::test::golden_model("sd1-tiny");
+  const db::test::TempDir dir("train_nan");
+  const std::string tmp = dir.str();
   write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);
   TrainOptions o;
-  o.model = kModel;
+  o.model = model;
   o.instance = {tmp + "/inst.h5"};
   o.out = tmp + "/out";
   o.max_steps = 10;
@@ -116,5 +110,4 @@ TEST(TrainPipeline, NonFiniteStepsStop) {
   EXPECT_FALSE(fs::exists(o.out + "/model_index.json"));
   const auto ck = list_checkpoints(o.out);
   for (const auto& c : ck) EXPECT_LE(c.step, 1) << "a checkpoint was written at a non-finite step";
-  fs::remove_all(tmp);
 }

@@ -3,7 +3,6 @@
 // training is bit-identical with and without validation, and the last step's images equal what
 // `generate` makes from the saved pipeline with the recorded seed.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -17,6 +16,7 @@
 #include "dreambooth/io/shard.h"
 #include "dreambooth/pipelines/generate.h"
 #include "dreambooth/pipelines/train.h"
+#include "test_helpers.h"
 #include "train_test_data.h"
 
 namespace fs = std::filesystem;
@@ -26,23 +26,15 @@ using db::test::write_latent_shard;
 
 namespace {
 
-const std::string kModel = "tests/golden/sd1-tiny/model";
-
-struct Tmp {
-  std::string dir;
-  explicit Tmp(const std::string& tag)
-      : dir((fs::temp_directory_path() / (tag + std::to_string(::getpid()))).string()) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Tmp() { fs::remove_all(dir); }
-};
+std::string model() {
+  return db::test::golden_model("sd1-tiny");
+}
 
 TrainOptions base_options(const std::string& tmp) {
   write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);
   write_latent_shard(tmp + "/class.h5", "class", 3, 600, 2);
   TrainOptions o;
-  o.model = kModel;
+  o.model = model();
   o.instance = {tmp + "/inst.h5"};
   o.class_data = {tmp + "/class.h5"};
   o.seed = 42;
@@ -58,16 +50,15 @@ const char* kPrompt = "a photo of sks dog";
 }  // namespace
 
 TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
-  if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  Tmp tmp("db_train_val_");
-  const TrainOptions o = base_options(tmp.dir);
+  const db::test::TempDir tmp("train_val");
+  const TrainOptions o = base_options(tmp.str());
 
   TrainOptions a = o;
-  a.out = tmp.dir + "/plain";
+  a.out = tmp.str() + "/plain";
   run_train(a);
 
   TrainOptions b = o;
-  b.out = tmp.dir + "/val";
+  b.out = tmp.str() + "/val";
   b.validation_prompt = kPrompt;
   b.validation_every = 2;
   b.validation_images = 2;
@@ -84,7 +75,7 @@ TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
   EXPECT_FALSE(fs::exists(a.out + "/validation"));
 
   // The folders: step-2 and step-4 (every 2, the last step), each with 2 PNGs at the model's size.
-  const auto models = load_generate_models(kModel);
+  const auto models = load_generate_models(model());
   const int side = models->info().unet_sample_size * models->info().vae_scale_factor;
   std::vector<std::string> dirs;
   for (const auto& e : fs::directory_iterator(b.out + "/validation")) dirs.push_back(e.path().filename());
@@ -125,7 +116,7 @@ TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
   g.num_images = 2;
   g.steps = 4;
   g.seed = validation_seed(o.seed);
-  g.out_dir = tmp.dir + "/gen";
+  g.out_dir = tmp.str() + "/gen";
   g.progress = false;
   generate_images(g);
   for (const char* f : {"00000.png", "00001.png"})
@@ -134,7 +125,7 @@ TEST(TrainValidation, ImagesDoNotPerturbTrainingAndMatchGenerate) {
 
   // Same step, same images across runs.
   TrainOptions c = b;
-  c.out = tmp.dir + "/val2";
+  c.out = tmp.str() + "/val2";
   c.max_steps = 2;
   run_train(c);
   for (const char* f : {"00000.png", "00001.png"})
@@ -149,10 +140,9 @@ TEST(TrainValidation, SeedIsDerivedNotTheTrainingSeed) {
 }
 
 TEST(TrainValidation, EveryMustBePositiveWithAPrompt) {
-  if (!fs::exists(kModel + "/model_index.json")) GTEST_SKIP() << "no " << kModel;
-  Tmp tmp("db_train_val_bad_");
-  TrainOptions o = base_options(tmp.dir);
-  o.out = tmp.dir + "/out";
+  const db::test::TempDir tmp("train_val_bad");
+  TrainOptions o = base_options(tmp.str());
+  o.out = tmp.str() + "/out";
   o.validation_prompt = kPrompt;
   o.validation_every = 0;
   try {
