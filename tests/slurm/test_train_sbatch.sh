@@ -38,7 +38,7 @@ out=$data/model-tuned
 [ -f "$out/model_index.json" ] || fail "no tuned model in $out"
 [ "$(wc -l < "$out/metrics.jsonl")" -eq 4 ] || fail "expected 4 metric lines"
 [ -d "$out/checkpoint-4" ] || fail "no checkpoint-4"
-grep -q "rank 1/2" "$tmp/train.out" || fail "the job did not run 2 ranks"
+grep -q ", 2 rank(s), steps" "$tmp/train.out" || fail "the job did not run 2 ranks (no \"2 rank(s)\" in the training log)"
 # compare exits 1 when the folders differ, which training must make them; a crash (signal), another
 # code or an error line without a report is a failure of its own, not "UNet unchanged" (and jq -e on an
 # empty file succeeds, hence -s and length == 1).
