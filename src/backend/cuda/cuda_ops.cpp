@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include <nvtx3/nvToolsExt.h>
+
 #include "cuda_check.h"
 #include "dreambooth/kernels/elementwise.h"
 #include "dreambooth/kernels/train_step.h"
@@ -16,12 +18,14 @@ CudaOps::CudaOps(int device) : device_(device) {
   alloc_ = std::make_unique<DeviceAllocator>(device, stream_);
   gemm_ = make_gemm(device, stream_, *alloc_);
   conv_ = make_conv(device, stream_, *alloc_);
+  staging_ = std::make_unique<PinnedStaging>(stream_);
   DB_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_id_), sizeof(int)));
   DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
 }
 
 CudaOps::~CudaOps() {
   cudaStreamSynchronize(stream_);
+  staging_.reset();
   conv_.reset();
   gemm_.reset();
   if (bad_id_) cudaFree(bad_id_);
@@ -57,7 +61,7 @@ void CudaOps::cast(const Tensor& src, Tensor& dst) {
 
 void CudaOps::upload(const void* host, Tensor& dst) {
   expect(dst, "upload");
-  DB_CUDA(cudaMemcpyAsync(dst.raw(), host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
+  staging_->upload(dst.raw(), host, dst.nbytes());
 }
 
 void CudaOps::download(const Tensor& src, void* host) {
@@ -73,6 +77,15 @@ void CudaOps::synchronize() {
     DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
     throw Error("embedding: token id at position ", bad - 1, " is outside the vocabulary");
   }
+}
+
+// NVTX v3 is header-only: without a profiler attached a push is a test of a null function pointer.
+void CudaOps::range_push(const char* name) {
+  nvtxRangePushA(name);
+}
+
+void CudaOps::range_pop() {
+  nvtxRangePop();
 }
 
 // ---- the training step ----
@@ -93,8 +106,7 @@ void CudaOps::mse_loss_forward_backward(const Tensor& pred, const Tensor& target
   std::vector<float> k(static_cast<size_t>(S));
   for (int64_t s = 0; s < S; ++s)
     k[size_t(s)] = float(2.0 * grad_weight[size_t(s)] / double(n));  // as the CPU
-  // An async copy from pageable memory stages the bytes before it returns (CUDA's documented behaviour),
-  // so `k` may go out of scope without a synchronisation.
+  // upload() stages through pinned memory: `k` may go out of scope at once.
   Tensor kd = empty({S}, DType::F32);
   upload(k.data(), kd);
   std::shared_ptr<void> ws = scratch(kernels::mse_loss_workspace(int(S), n));
