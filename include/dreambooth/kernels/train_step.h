@@ -16,6 +16,12 @@ cudaError_t mse_loss_forward_backward(DType t, const void* pred, const float* ta
 // gives the same bits).
 size_t sum_of_squares_workspace(int64_t n);
 cudaError_t sum_of_squares(const float* x, int64_t n, double* out, void* workspace, cudaStream_t stream);
+namespace detail {
+// For tests: sum_of_squares under an explicit launch shape (1 <= threads <= 128, any blocks >= 1); the
+// chunking is fixed, so every shape gives sum_of_squares' bits.
+cudaError_t sum_of_squares_shaped(const float* x, int64_t n, double* out, void* workspace, unsigned blocks,
+                                  unsigned threads, cudaStream_t stream);
+}  // namespace detail
 // coef [2] f32: coef[0] = clip coefficient min(1, max_norm / (sqrt(sum sumsq[0, n_sumsq)) + 1e-6)) (1 when
 // max_norm <= 0), coef[1] = 1 when that norm and check[0, n_check) are finite, else 0 (ops.h
 // clip_and_check, identical to backend/ops.h clip_coefficient).
