@@ -49,6 +49,7 @@ __global__ void __launch_bounds__(256)
   if (b * 4 >= n) return;
   const uint4 r = philox4x32_10(make_uint4(uint32_t(b), sample, step, purpose), key);
   const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
   for (int pair = 0; pair < 2; ++pair) {
     const uint64_t e = b * 4 + 2 * pair;
     if (e >= n) break;

@@ -176,11 +176,8 @@ __device__ __forceinline__ void store_working(float* w, int64_t i, const float4&
   reinterpret_cast<float4*>(w)[i / 4] = p;
 }
 __device__ __forceinline__ void store_working(__nv_bfloat16* w, int64_t i, const float4& p) {
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(p.x, p.y), hi = __floats2bfloat162_rn(p.z, p.w);
-  uint2 u;
-  u.x = *reinterpret_cast<const unsigned*>(&lo);
-  u.y = *reinterpret_cast<const unsigned*>(&hi);
-  reinterpret_cast<uint2*>(w)[i / 4] = u;
+  const auto h = [](float x) { return unsigned(__bfloat16_as_ushort(__float2bfloat16_rn(x))); };
+  reinterpret_cast<uint2*>(w)[i / 4] = make_uint2(h(p.x) | h(p.y) << 16, h(p.z) | h(p.w) << 16);
 }
 __device__ __forceinline__ void store_working1(NoWorking*, int64_t, float) {}
 __device__ __forceinline__ void store_working1(float* w, int64_t i, float p) {

@@ -34,10 +34,15 @@ std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
   return v;
 }
 
-std::vector<uint32_t> bits(const std::vector<float>& v) {
-  std::vector<uint32_t> b(v.size());
-  std::memcpy(b.data(), v.data(), v.size() * 4);
-  return b;
+// Bitwise equality, reporting the first differing element.
+testing::AssertionResult same_bits(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return testing::AssertionFailure() << got.size() << " vs " << want.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i]))
+      return testing::AssertionFailure()
+             << "element " << i << ": " << got[i] << " (0x" << std::hex << std::bit_cast<uint32_t>(got[i])
+             << ") vs " << want[i] << " (0x" << std::bit_cast<uint32_t>(want[i]) << ")";
+  return testing::AssertionSuccess();
 }
 
 std::vector<float> vec(const Tensor& t) {
@@ -88,7 +93,7 @@ TEST(KernelTrainStepMse, F32MatchesCpu) {
   ASSERT_EQ(kernels::mse_loss_forward_backward(DType::F32, p.get(), t.get(), k.get(), dp.get(), out.get(),
                                                c.S, c.n, ws.get(), nullptr),
             cudaSuccess);
-  EXPECT_EQ(bits(dp.download()), bits(want_dp));  // one f32 subtract and multiply: bit-exact
+  EXPECT_TRUE(same_bits(dp.download(), want_dp));  // one f32 subtract and multiply: bit-exact
   expect_mse_close(out.download(), want_mse);
 }
 
@@ -184,7 +189,7 @@ TEST(KernelTrainStepClip, MatchesCpuIncludingNonFinite) {
     DeviceBuffer<float> ch(check), out(2);
     ASSERT_EQ(kernels::clip_and_check(ss.get(), int(ns), ch.get(), 1000, c.max_norm, out.get(), nullptr),
               cudaSuccess);
-    EXPECT_EQ(bits(out.download()), bits(vec(coef)))
+    EXPECT_TRUE(same_bits(out.download(), vec(coef)))
         << "max_norm " << c.max_norm << " bad index " << c.bad_index << " coef " << coef.f32()[0];
   }
 }
@@ -247,11 +252,12 @@ void run_adamw(double beta1, DType wt, bool with_working, int offset) {
     const auto tail = [&](const std::vector<float>& x) {
       return std::vector<float>(x.begin() + offset, x.end());
     };
-    ASSERT_EQ(bits(tail(dp.download())), bits(vec(p))) << "master, step " << step;
-    ASSERT_EQ(bits(tail(dm.download())), bits(vec(m))) << "m, step " << step;
-    ASSERT_EQ(bits(tail(dv.download())), bits(vec(v))) << "v, step " << step;
-    if (with_working && wt == DType::F32)
-      ASSERT_EQ(bits(tail(wf.download())), bits(vec(p))) << "step " << step;
+    ASSERT_TRUE(same_bits(tail(dp.download()), vec(p))) << "master, step " << step;
+    ASSERT_TRUE(same_bits(tail(dm.download()), vec(m))) << "m, step " << step;
+    ASSERT_TRUE(same_bits(tail(dv.download()), vec(v))) << "v, step " << step;
+    if (with_working && wt == DType::F32) {
+      ASSERT_TRUE(same_bits(tail(wf.download()), vec(p))) << "step " << step;
+    }
     if (with_working && wt == DType::BF16) {
       const std::vector<uint16_t> w = wb.download();
       for (int64_t i = 0; i < n; ++i)
@@ -288,9 +294,9 @@ TEST(KernelTrainStepAdamW, NonFiniteFlagChangesNothing) {
   ASSERT_EQ(kernels::adamw_step(dp.get(), dg.get(), dm.get(), dv.get(), DType::BF16, dw.get(), n, scalars(a),
                                 dc.get(), nullptr),
             cudaSuccess);
-  EXPECT_EQ(bits(dp.download()), bits(p));
-  EXPECT_EQ(bits(dm.download()), bits(m));
-  EXPECT_EQ(bits(dv.download()), bits(v));
+  EXPECT_TRUE(same_bits(dp.download(), p));
+  EXPECT_TRUE(same_bits(dm.download(), m));
+  EXPECT_TRUE(same_bits(dv.download(), v));
   EXPECT_EQ(dw.download(), w);
 }
 
@@ -321,7 +327,7 @@ TEST(KernelPhilox, NormalsBitExactVsCpuStream) {
               cudaSuccess);
     std::vector<float> want(size_t(c.n));
     PhiloxStream(c.seed, c.purpose, c.step, c.sample).normals(want.data(), c.n);
-    EXPECT_EQ(bits(out.download()), bits(want)) << "seed " << c.seed << " n " << c.n;
+    EXPECT_TRUE(same_bits(out.download(), want)) << "seed " << c.seed << " n " << c.n;
   }
 }
 
