@@ -27,7 +27,9 @@
 // f64 products of two floats are exact (24 + 24 bits < 53), so a contracted f64 FMA gives the same bits
 // as the separate multiply and add: the f64 accumulations need no intrinsics.
 //
-// ptxas (sm_90a): see the end of this comment block, filled in from `make build/kernels/train_step.o`.
+// ptxas -v, sm_90a (no spills, no stack): adamw_kernel 45/48 registers (no working copy, scalar/float4),
+// 46/48 (f32 working), 40/46 (bf16 working); sos_chunk_kernel 32/34; sos_final_kernel 20;
+// mse_partial_kernel 32 (f32 and bf16), 2048 B smem; mse_final_kernel 25; clip_check_kernel 30.
 #include <algorithm>
 
 #include "dreambooth/cuda/compat.cuh"
