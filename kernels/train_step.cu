@@ -31,7 +31,9 @@
 // 46/48 (f32 working), 40/46 (bf16 working); sos_chunk_kernel 32/34; sos_final_kernel 20;
 // mse_partial_kernel 32 (f32 and bf16), 2048 B smem; mse_final_kernel 25; clip_check_kernel 30.
 #include <algorithm>
+#include <cmath>
 
+#include "dreambooth/backend/ops.h"
 #include "dreambooth/cuda/compat.cuh"
 #include "dreambooth/kernels/train_step.h"
 
@@ -306,6 +308,18 @@ cudaError_t clip_and_check(const double* sumsq, int n_sumsq, const float* check,
   if (n_sumsq < 0 || n_check < 0) return cudaErrorInvalidValue;
   return DB_LAUNCH(clip_check_kernel, dim3(1), dim3(kThreads), 0, stream, sumsq, n_sumsq, check, n_check,
                    max_norm, coef);
+}
+
+AdamWScalars adamw_scalars(const AdamWStep& c) {  // as CpuOps::adamw_step forms them
+  AdamWScalars s;
+  s.decay = float(1.0 - c.lr * c.weight_decay);
+  s.w1 = float(1.0 - c.beta1);
+  s.w2 = float(1.0 - c.beta2);
+  s.beta2 = float(c.beta2);
+  s.eps = float(c.eps);
+  s.step_size = float(c.lr / (1.0 - std::pow(c.beta1, double(c.step))));
+  s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(c.step))));
+  return s;
 }
 
 cudaError_t adamw_step(float* master, const float* grad, float* m, float* v, DType working_t, void* working,

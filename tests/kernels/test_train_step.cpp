@@ -196,18 +196,6 @@ TEST(KernelTrainStepClip, MatchesCpuIncludingNonFinite) {
 
 // ---- AdamW ----
 
-kernels::AdamWScalars scalars(const AdamWStep& c) {  // exactly as CudaOps::adamw_step forms them
-  kernels::AdamWScalars s;
-  s.decay = float(1.0 - c.lr * c.weight_decay);
-  s.w1 = float(1.0 - c.beta1);
-  s.w2 = float(1.0 - c.beta2);
-  s.beta2 = float(c.beta2);
-  s.eps = float(c.eps);
-  s.step_size = float(c.lr / (1.0 - std::pow(c.beta1, double(c.step))));
-  s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(c.step))));
-  return s;
-}
-
 // Several steps of CpuOps and the kernel side by side, with the working copy in `wt` (F32 / BF16 / none)
 // and the buffers offset by `offset` floats (1: the scalar path). Bit-identical after every step.
 void run_adamw(double beta1, DType wt, bool with_working, int offset) {
@@ -247,7 +235,7 @@ void run_adamw(double beta1, DType wt, bool with_working, int offset) {
     dg.upload(padded(g));
     dc.upload(vec(coef));
     ASSERT_EQ(kernels::adamw_step(dp.get() + offset, dg.get() + offset, dm.get() + offset, dv.get() + offset,
-                                  wt, working, n, scalars(a), dc.get(), nullptr),
+                                  wt, working, n, kernels::adamw_scalars(a), dc.get(), nullptr),
               cudaSuccess);
     const auto tail = [&](const std::vector<float>& x) {
       return std::vector<float>(x.begin() + offset, x.end());
@@ -291,8 +279,8 @@ TEST(KernelTrainStepAdamW, NonFiniteFlagChangesNothing) {
   AdamWStep a;
   a.lr = 1e-3;
   a.step = 2;
-  ASSERT_EQ(kernels::adamw_step(dp.get(), dg.get(), dm.get(), dv.get(), DType::BF16, dw.get(), n, scalars(a),
-                                dc.get(), nullptr),
+  ASSERT_EQ(kernels::adamw_step(dp.get(), dg.get(), dm.get(), dv.get(), DType::BF16, dw.get(), n,
+                                kernels::adamw_scalars(a), dc.get(), nullptr),
             cudaSuccess);
   EXPECT_TRUE(same_bits(dp.download(), p));
   EXPECT_TRUE(same_bits(dm.download(), m));

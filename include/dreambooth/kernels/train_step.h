@@ -3,6 +3,10 @@
 // Semantics are CpuOps' (backend/ops.h; src/backend/cpu/train_step_ops.cpp).
 #include "dreambooth/kernels/common.h"
 
+namespace db {
+struct AdamWStep;  // backend/ops.h
+}  // namespace db
+
 namespace db::kernels {
 
 // pred [S, n] (t), target [S, n] f32, k [S] f32 (the host's float(2 grad_weight[s] / n)):
@@ -38,6 +42,8 @@ struct AdamWScalars {
   float step_size;  // float(lr / (1 - beta1^step))
   float bc2_sqrt;   // float(sqrt(1 - beta2^step))
 };
+// Those scalars for one step (host code; CudaOps and the kernel tests share it).
+AdamWScalars adamw_scalars(const AdamWStep& c);
 // AdamW over n f32 elements with g = grad * coef[0], in the CPU backend's operation order with no
 // contraction into fused multiply-adds, so the result is bit-identical to CpuOps::adamw_step; nothing
 // changes when coef[1] == 0. working (working_t, may be null) receives the new master rounded to its dtype.
