@@ -1,0 +1,34 @@
+// The public attention launchers (attention.h): each call goes to the tensor-core path when it supports
+// the element type and head dim, else to the generic path (attention_paths.h). The workspace queries take
+// no element type, so they return the larger of the two paths' needs.
+#include <algorithm>
+
+#include "dreambooth/cuda/compat.cuh"
+#include "dreambooth/kernels/attention.h"
+#include "dreambooth/kernels/attention_paths.h"
+
+namespace db::kernels {
+
+size_t attention_forward_workspace(int B, int H, int Tq, int Tk, int D) {
+  return std::max<size_t>({attention_generic_forward_workspace(B, H, Tq, Tk, D)});
+}
+
+cudaError_t attention_forward(DType t, const void* q, const void* k, const void* v, void* out, float* lse,
+                              int B, int H, int Tq, int Tk, int D, float scale, bool causal, void* workspace,
+                              cudaStream_t stream) {
+  return attention_generic_forward(t, q, k, v, out, lse, B, H, Tq, Tk, D, scale, causal, workspace, stream);
+}
+
+size_t attention_backward_workspace(int B, int H, int Tq, int Tk, int D) {
+  return std::max<size_t>({attention_generic_backward_workspace(B, H, Tq, Tk, D)});
+}
+
+cudaError_t attention_backward(DType t, const void* dout, const void* q, const void* k, const void* v,
+                               const void* out, const float* lse, void* dq, void* dk, void* dv, int B, int H,
+                               int Tq, int Tk, int D, float scale, bool causal, void* workspace,
+                               cudaStream_t stream) {
+  return attention_generic_backward(t, dout, q, k, v, out, lse, dq, dk, dv, B, H, Tq, Tk, D, scale, causal,
+                                    workspace, stream);
+}
+
+}  // namespace db::kernels
