@@ -240,6 +240,10 @@ TEST(KernelAttentionMmaBwd, D40CrossTk77Tq257) {
 TEST(KernelAttentionMmaBwd, D64CausalClip77TwoBatches) {
   check_backward({2, 1, 77, 77, 64, true});
 }
+// Key block 1 (keys 64..99) sees no query under the mask: its dK/dV block has no query tile and writes 0.
+TEST(KernelAttentionMmaBwd, D64CausalTkBeyondTq) {
+  check_backward({1, 1, 20, 100, 64, true});
+}
 TEST(KernelAttentionMmaBwd, D80CrossTk77Unaligned) {
   check_backward({1, 2, 100, 77, 80, false, 0.f, true});
 }
