@@ -11,7 +11,7 @@
 // Dynamic shared memory: Q + 2 x (K + V) = 5 x 64 x (DP + 8) x 2 bytes: 35 KiB (D 40), 45 KiB (64),
 // 55 KiB (80), 105 KiB (160).
 //
-// ptxas -v, sm_90a (CUDA 12, -O3; no spills, also none for sm_80), and the resulting occupancy on an
+// ptxas -v, sm_90a (CUDA 13.0, -O3; no spills, also none for sm_80), and the resulting occupancy on an
 // H100/H200 SM (64 K registers, 228 KiB shared memory), by registers and by shared memory:
 //   D = 40:  126 registers, 35 KiB smem -> 4 blocks (16 warps) per SM
 //   D = 64:  154 registers, 45 KiB      -> 3 blocks (12 warps)

@@ -15,7 +15,7 @@
 // Dynamic shared memory (2 x 64 resident rows + 2 buffers x 2 streamed tiles, rows of (DP + 8) bf16, and
 // 2 x 2 x rows floats of lse/Dr), the same for both kernels: 43 KiB (D 40), 55 (64), 67 (80), 84.5 (160).
 //
-// ptxas -v, sm_90a (CUDA 12, -O3; no spills, also none for sm_80); blocks per H100/H200 SM (64 K registers,
+// ptxas -v, sm_90a (CUDA 13.0, -O3; no spills, also none for sm_80); blocks per H100/H200 SM (64 K registers,
 // 228 KiB shared memory), the smaller of the register and shared-memory limits:
 //   dK/dV: D 40: 162 registers -> 3 blocks; D 64: 168 -> 3; D 80: 222 -> 2; D 160: 255 -> 2
 //   dQ:    D 40: 133 registers -> 3 blocks; D 64: 160 -> 3; D 80: 167 -> 3; D 160: 182 -> 2
