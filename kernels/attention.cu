@@ -1,6 +1,8 @@
-// The public attention launchers (attention.h): each call goes to the tensor-core path when it supports
-// the element type and head dim, else to the generic path (attention_paths.h). The workspace queries take
-// no element type, so they return the larger of the two paths' needs.
+// The public attention launchers (attention.h) over the paths of attention_paths.h. For now every call
+// goes to the generic path; the tensor-core path (kernels/attention_mma.cu) plugs in with one line per
+// launcher, ahead of the generic call,
+//   if (attention_mma_supported(t, D, /*backward*/ false)) return attention_mma_forward(...same args...);
+// and one term per workspace query (the queries take no element type: the max over both paths' needs).
 #include <algorithm>
 
 #include "dreambooth/cuda/compat.cuh"
