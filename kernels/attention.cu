@@ -1,8 +1,7 @@
-// The public attention launchers (attention.h) over the paths of attention_paths.h. For now every call
-// goes to the generic path; the tensor-core path (kernels/attention_mma.cu) plugs in with one line per
-// launcher, ahead of the generic call,
-//   if (attention_mma_supported(t, D, /*backward*/ false)) return attention_mma_forward(...same args...);
-// and one term per workspace query (the queries take no element type: the max over both paths' needs).
+// The public attention launchers (attention.h) over the paths of attention_paths.h: a call goes to the
+// tensor-core path (kernels/attention_mma*.cu) when it supports the element type and head dim, else (or
+// when that path rejects the arguments before launching) to the generic path. The workspace queries take
+// no element type: the max over both paths' needs.
 #include <algorithm>
 
 #include "dreambooth/cuda/compat.cuh"
