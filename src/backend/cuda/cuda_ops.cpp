@@ -145,14 +145,7 @@ void CudaOps::adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& 
   DB_CHECK(!working || (working->numel() == n && working->device() == Device::CUDA), "adamw: working copy ",
            working ? working->desc() : "");
   // The scalars exactly as CpuOps::adamw_step forms them (double, rounded once to float).
-  kernels::AdamWScalars s;
-  s.decay = float(1.0 - c.lr * c.weight_decay);
-  s.w1 = float(1.0 - c.beta1);
-  s.w2 = float(1.0 - c.beta2);
-  s.beta2 = float(c.beta2);
-  s.eps = float(c.eps);
-  s.step_size = float(c.lr / (1.0 - std::pow(c.beta1, double(c.step))));
-  s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(c.step))));
+  const kernels::AdamWScalars s = kernels::adamw_scalars(c);
   DB_CUDA(kernels::adamw_step(master.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                               working ? working->dtype() : DType::F32, working ? working->raw() : nullptr, n,
                               s, coef.data<float>(), stream_));
