@@ -108,7 +108,9 @@ test: all kernel-tests
 # C++ against the emulator in src/emu/ and linked with the GoogleTest files of tests/emu/ and
 # tests/kernels/ and libdreambooth.a (for CpuOps). Needs the CUDA toolkit's headers (bf16 types, the
 # runtime API declarations), not its libraries or a GPU. -fno-strict-aliasing: kernels pun float4 and
-# bf16x2, which g++ -O2 otherwise miscompiles. build/emu-asan/ is the same under ASan+UBSan (the
+# bf16x2, which g++ -O2 otherwise miscompiles. -fno-tree-vectorize: g++ 12.2's loop vectorizer
+# miscompiles a double sum whose two adds per iteration come in swapped order (a 25% wrong result in a
+# 10-line reproducer; right at -O1 and without vectorization), which a kernel's unrolled reduction can be. build/emu-asan/ is the same under ASan+UBSan (the
 # scheduler tells ASan about every fiber switch: src/emu/fiber_asan.h).
 CUDA_INCLUDE   := $(CUDA_HOME)/include
 EMU_HEADERS    := $(wildcard $(CUDA_INCLUDE)/cuda_bf16.h)
@@ -116,7 +118,7 @@ EMU_DIR        := $(BUILD)/emu
 EMU_ASAN_DIR   := $(BUILD)/emu-asan
 EMU_CPPFLAGS   := -Iinclude -I$(CUDA_INCLUDE) $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -DDB_EMU=1 -MMD -MP
 EMU_CXXFLAGS   := -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas \
-                  -fno-strict-aliasing -pthread
+                  -fno-strict-aliasing -fno-tree-vectorize -pthread
 EMU_ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 EMU_LDLIBS     := $(PKG_LIBS) -lboost_program_options -lboost_context -fopenmp -pthread -ldl -lgtest -lgtest_main
 EMU_SRCS       := $(sort $(wildcard src/emu/*.cpp))
