@@ -11,7 +11,8 @@
 //   with the same id (O(n^2) compares; n is 77 B tokens) and flags the first occurrence; pass 2, one
 //   thread per (first occurrence, pack of 4 channels) walks its chain in position order:
 //   dtable[id] = ((dtable[id] + dy[i0]) + dy[i1]) + ..., CpuOps' order, so f32 results are bit-exact.
-// ptxas (sm_90a, CUDA 13): see the commit that adds the figures; no spills (the build enforces it).
+// ptxas -v, sm_90a (CUDA 13, -O3), no spills on sm_80 or sm_90a: timestep 30 registers; gather 18-30;
+// link 18-19; scatter-add 22-30; no shared memory.
 #include <cmath>
 #include <cstdint>
 
