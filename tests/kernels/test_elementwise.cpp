@@ -306,6 +306,18 @@ TEST(KernelElementwise, AddBroadcastBackwardIsOrderedAndMatchesCpu) {
       }
 }
 
+// More packs than the grid's 4096 x 256 threads: each thread takes a second turn of the grid-stride
+// loop (the large-tensor path), and the scalar tail still lands.
+TEST(KernelElementwise, GridStrideLoopCoversLargeTensors) {
+  const int64_t n = (int64_t(4096) * 256 + 1000) * 4 + 3;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(i % 1000) - 500.f;
+  DeviceArray dX(DType::F32, x);
+  ASSERT_EQ(kernels::scale(DType::F32, dX.get(), dX.get(), n, 0.5f, nullptr), cudaSuccess);
+  const std::vector<float> got = dX.download();
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[size_t(i)], 0.5f * x[size_t(i)]) << "element " << i;
+}
+
 TEST(KernelElementwise, RejectsUnsupportedArguments) {
   DeviceArray x(DType::F32, 8);
   EXPECT_EQ(kernels::fill(DType::I32, x.get(), 8, 0.f, nullptr), cudaErrorInvalidValue);
