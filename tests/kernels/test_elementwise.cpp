@@ -1,10 +1,13 @@
 // kernels/elementwise.cu against CpuOps (the fp32 reference) under the emulator.
 // Tolerances:
-//   - F32, same formula as CpuOps (activations, GEGLU, add, scale): per element 1e-6 |ref| + 1e-7. The
-//     emulator runs the same libm calls (bit-exact in practice); on a GPU expf/erff are within 2 ulp and
-//     nvcc may contract a*b+c into one FMA, a few ulp of the result.
+//   - F32, same formula as CpuOps (activations, GEGLU, add, scale): per element 1e-6 |ref| + 4e-6. The
+//     emulator runs the same libm calls (bit-exact in practice: measured 0); on a GPU expf/erff are within
+//     2 ulp and nvcc may contract a*b+c into one FMA, a few ulp of the result. The absolute term covers
+//     cancellation near zero outputs: 1 + erf(x/sqrt2) for x << 0 carries erff's 2 ulp of 1 (2.4e-7),
+//     times 0.5|x| |hidden| |dy| (<= 0.5 * 4 * 4 * 3 in the GEGLU test): <= 3e-6.
 //   - BF16: CpuOps on the bf16-rounded inputs, its f32 output rounded to bf16. The f32 values agree to a
-//     few ulp, so a rounding can flip at most one bf16 ulp: per element 2^-7 |ref| + 1e-6, and the
+//     few ulp, so a rounding can flip at most one bf16 ulp: per element 2^-7 |ref| + 4e-6 (the f32
+//     cancellation term above, for outputs near zero), and the
 //     relative L2 error must stay under 1e-2.
 //   - fill, cast, broadcast add, bias add: bit-exact (one rounding of the same f32 value).
 //   - Column sums (bias gradients, add_broadcast backward): bit-exact against a host replay of the
@@ -25,8 +28,8 @@ namespace {
 using kernels::Act;
 using test::DeviceArray;
 
-constexpr double kF32Rel = 1e-6, kF32Abs = 1e-7;
-constexpr double kBf16Rel = 1.0 / 128, kBf16Abs = 1e-6, kBf16L2 = 1e-2;
+constexpr double kF32Rel = 1e-6, kF32Abs = 4e-6;
+constexpr double kBf16Rel = 1.0 / 128, kBf16Abs = 4e-6, kBf16L2 = 1e-2;
 
 Tensor host(const std::vector<float>& v) {
   return Tensor::from_vector(v, {int64_t(v.size())});
