@@ -55,14 +55,14 @@ TEST(KernelElementwise, FillEveryDtypeLeavesNeighboursAlone) {
   for (DType t : {DType::F32, DType::BF16, DType::F16, DType::F64})
     for (size_t offset : {0, 1})
       for (int64_t n : {1, 7, 1029}) {
-        // A buffer of n + 2 elements; fill the n in the middle (element offset + 1 into the allocation).
+        // n elements from `offset` (0: 16-byte aligned, the packed path) in a buffer of n + 2.
         std::vector<float> init(size_t(n) + 2, -7.f);
-        DeviceArray buf(t, init, offset);
-        void* mid = static_cast<char*>(buf.get()) + dtype_size(t);
-        ASSERT_EQ(kernels::fill(t, mid, n, 0.1f, nullptr), cudaSuccess);
+        DeviceArray buf(t, init);
+        void* start = static_cast<char*>(buf.get()) + offset * dtype_size(t);
+        ASSERT_EQ(kernels::fill(t, start, n, 0.1f, nullptr), cudaSuccess);
         std::vector<float> want(init);
         const float v = test::rounded({0.1f}, t)[0];
-        for (int64_t i = 1; i <= n; ++i) want[size_t(i)] = v;
+        for (int64_t i = 0; i < n; ++i) want[offset + size_t(i)] = v;
         test::expect_bits_equal(buf.download(), want, label("fill", t, offset) + " n " + std::to_string(n));
       }
 }
