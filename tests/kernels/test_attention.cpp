@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -105,6 +106,10 @@ struct Case {
   bool causal;
   std::string name;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::string case_name(DType t, int B, int H, int Tq, int Tk, int D, bool causal) {
   return std::string(t == DType::F32 ? "f32" : "bf16") + "_d" + std::to_string(D) + "_B" + std::to_string(B) +
@@ -314,6 +319,25 @@ TEST(KernelAttentionPublic, RejectsUnsupportedArguments) {
                                         false, nullptr, nullptr),
             cudaErrorInvalidValue)
       << "backward without its workspace";
+  EXPECT_EQ(kernels::attention_forward(DType::F32, p, p, p, p, lse.get(), 0, 1, 2, 2, 8, 1.f, false, nullptr,
+                                       nullptr),
+            cudaSuccess)
+      << "an empty batch is nothing to do";
+}
+
+// lse is optional in forward (inference): the output is the same bytes without it.
+TEST(KernelAttentionPublic, ForwardWithoutLse) {
+  const Case c{DType::BF16, 1, 2, 50, 77, 64, false, "bf16_d64_no_lse"};
+  const Inputs in = make_inputs(c, 3);
+  DevTensor q(c.t, in.q), k(c.t, in.k), v(c.t, in.v), out(c.t, in.q.size()), out2(c.t, in.q.size());
+  DeviceBuffer<float> lse(size_t(c.B) * c.H * c.Tq);
+  ASSERT_EQ(kernels::attention_forward(c.t, q.get(), k.get(), v.get(), out.get(), lse.get(), c.B, c.H, c.Tq,
+                                       c.Tk, c.D, scale_for(c.D), false, nullptr, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(kernels::attention_forward(c.t, q.get(), k.get(), v.get(), out2.get(), nullptr, c.B, c.H, c.Tq,
+                                       c.Tk, c.D, scale_for(c.D), false, nullptr, nullptr),
+            cudaSuccess);
+  EXPECT_EQ(out.raw(), out2.raw());
 }
 
 }  // namespace
