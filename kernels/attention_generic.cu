@@ -21,13 +21,13 @@
 //
 // __launch_bounds__(64, 1): with the plain bound ptxas capped the unrolled buckets at 96-168 registers and
 // spilled 4-12 bytes (the per-d guards); with the min-blocks hint it uses what it needs, no spills.
-// ptxas -v, sm_90a (same for F32 and BF16; 0 spill bytes everywhere; dynamic smem 2*tile*D*4 bytes
-// <= 32 KiB, dkv + 2*tile*4; 1 barrier):
-//   attn_fwd      DMAX 32: 125 regs | 64: 195 regs | 128/256/512: 64 regs + 1/2/4 KiB stack frame
-//   attn_bwd_dq   DMAX 32: 159 regs | 64/128/256/512: 88 regs + 0.75/1.5/3/6 KiB stack frame
-//   attn_bwd_dkv  DMAX 32: 215 regs | 64/128/256/512: 85 regs + 1/2/4/8 KiB stack frame
-// Occupancy (64-thread blocks): 195-215 regs -> 4-5 blocks (8-10 warps) per SM; 125-159 -> 6-8 blocks;
-// the local-memory buckets are bound by 32 KiB of smem per block -> 6 blocks (12 warps). A fallback.
+// ptxas -v, sm_90a (registers f32/bf16; 0 spill bytes everywhere; 1 barrier; dynamic smem 2*tile*D*4
+// bytes <= 32 KiB, dkv + 2*tile*4):
+//   attn_fwd      DMAX 32: 96/105 regs | 64: 161/167 regs | 128/256/512: 64 regs + 1/2/4 KiB stack frame
+//   attn_bwd_dq   DMAX 32: 128/137 regs | 64/128/256/512: 88 regs + 0.75/1.5/3/6 KiB stack frame
+//   attn_bwd_dkv  DMAX 32: 159/168 regs | 64/128/256/512: 85 regs + 1/2/4/8 KiB stack frame
+// Occupancy (64-thread blocks): the register buckets fit 6-10 blocks (12-20 warps) per SM; the
+// local-memory buckets 6-7 (smem bound for D >= 64: 32 KiB per block). A fallback, not the fast path.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -59,13 +59,16 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
 }
 
 // f(d) for d in [0, D): fully unrolled over the bucket (so per-thread arrays stay in registers) when
-// kUnroll, else a plain loop (the arrays live in local memory).
+// kUnroll, else a plain loop (the arrays live in local memory). The break, not a guard, so that g++
+// (the emulated build, which does not unroll) stops at D instead of walking the whole bucket.
 template <int DMAX, bool kUnroll, class F>
 __device__ __forceinline__ void for_d(int D, F&& f) {
   if constexpr (kUnroll) {
 #pragma unroll
-    for (int d = 0; d < DMAX; ++d)
-      if (d < D) f(d);
+    for (int d = 0; d < DMAX; ++d) {
+      if (d >= D) break;
+      f(d);
+    }
   } else {
     for (int d = 0; d < D; ++d) f(d);
   }
