@@ -28,7 +28,7 @@ namespace {
 
 using test::DeviceBuffer;
 
-constexpr double kTolF32 = 1e-5, kTolBF16 = 1e-2, kTolStats = 1e-5;
+constexpr double kTolF32 = 1e-6, kTolBF16 = 1e-2, kTolStats = 1e-6;
 
 double tol_for(DType t) {
   return t == DType::F32 ? kTolF32 : kTolBF16;
