@@ -12,7 +12,8 @@
 // [chunks, 2, C] in the workspace; then one thread per channel sums the chunks in order and ADDS
 // to dbeta/dgamma (no float atomics).
 //
-// ptxas (sm_90a): see the end of this comment block once measured.
+// ptxas (sm_90a, CUDA 13.0), over the T x V instantiations, no spills: forward 30-46 registers, dx
+// 32-48, partials 31-40 with 2-16 KiB shared, column sums 32.
 #include <algorithm>
 
 #include "dreambooth/kernels/norm.h"
