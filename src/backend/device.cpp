@@ -10,7 +10,9 @@
 namespace db {
 namespace {
 
-const CudaBackend* cuda_backend() { return linked_cuda_backend ? linked_cuda_backend() : nullptr; }
+const CudaBackend* cuda_backend() {
+  return linked_cuda_backend ? linked_cuda_backend() : nullptr;
+}
 
 // This process's index among the ranks of its node (one rank per GPU).
 int local_rank() {
@@ -47,8 +49,9 @@ BackendKind select_backend(const std::string& requested) {
     if (info.cuda_emulated) {
       static std::once_flag once;
       std::call_once(once, [] {
-        log_warn("running the CUDA backend on the CUDA emulator: a test build (build/emu/dreambooth), "
-                 "orders of magnitude slower than a GPU");
+        log_warn(
+            "running the CUDA backend on the CUDA emulator: a test build (build/emu/dreambooth), "
+            "orders of magnitude slower than a GPU");
       });
     }
     return BackendKind::CUDA;
@@ -56,7 +59,8 @@ BackendKind select_backend(const std::string& requested) {
   if (requested == "cuda") throw Error("--device cuda: no usable CUDA device: ", info.cuda_status);
   if (info.cuda_compiled) {
     static std::once_flag once;
-    std::call_once(once, [&] { log_warn("no usable CUDA device (", info.cuda_status, "); running on the CPU"); });
+    std::call_once(once,
+                   [&] { log_warn("no usable CUDA device (", info.cuda_status, "); running on the CPU"); });
   }
   return BackendKind::CPU;
 }

@@ -20,8 +20,8 @@ enum class BackendKind { CPU, CUDA };
 
 // What a linked CUDA backend provides (src/backend/cuda/cuda_backend.cpp).
 struct CudaBackend {
-  bool emulated = false;       // the CUDA emulator (build/emu/dreambooth): a test tool, slow
-  const char* build = "";      // e.g. "sm_80, sm_90a" or "emulated on the CPU"
+  bool emulated = false;   // the CUDA emulator (build/emu/dreambooth): a test tool, slow
+  const char* build = "";  // e.g. "sm_80, sm_90a" or "emulated on the CPU"
   int (*device_count)(std::string* status) = nullptr;  // usable devices, or 0 and the reason
   std::unique_ptr<Ops> (*make_ops)(int device) = nullptr;
   // Toolchain self-check on device 0 (a Philox stream drawn on the device equals the CPU's); false and

@@ -54,21 +54,22 @@ bool self_check(std::string* report) {
   PhiloxStream cpu(1234, RngPurpose::Noise, 7, 3);
   uint64_t bad = 0;
   for (uint64_t e = 0; e < n; ++e) bad += got[e] != cpu.u32(e);
-  *report = str_cat("Philox stream on device 0 ", bad ? "DIFFERS from" : "equals", " the CPU's (", n - bad, "/",
-                    n, " words)");
+  *report = str_cat("Philox stream on device 0 ", bad ? "DIFFERS from" : "equals", " the CPU's (", n - bad,
+                    "/", n, " words)");
   return bad == 0;
 }
 
 }  // namespace
 
 const CudaBackend* linked_cuda_backend() {
-  static const CudaBackend backend{
+  static const CudaBackend backend {
 #if DB_EMU
-      true, "emulated on the CPU (a test build)",
+    true, "emulated on the CPU (a test build)",
 #else
-      false, "sm_80, sm_90a",
+    false, "sm_80, sm_90a",
 #endif
-      device_count, make, self_check};
+        device_count, make, self_check
+  };
   return &backend;
 }
 

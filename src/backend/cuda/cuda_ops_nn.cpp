@@ -269,12 +269,12 @@ void CudaOps::attention_backward(const Tensor& dout, const Tensor& q, const Tens
     expect(*t, "attention_backward");
   const AttnDims d = attn_dims(q, k, p);
   const DType t = q.dtype();
-  DB_CHECK(dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
-               dout.shape() == q.shape() && lse.numel() == int64_t(d.B) * d.H * d.Tq &&
-               lse.dtype() == DType::F32,
-           "attention_backward: dq ", dq.desc(), ", dk ", dk.desc(), ", dv ", dv.desc(), ", lse ", lse.desc());
-  for (const Tensor* x : {&dout, &k, &v, &out, static_cast<const Tensor*>(&dq), static_cast<const Tensor*>(&dk),
-                          static_cast<const Tensor*>(&dv)})
+  DB_CHECK(
+      dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
+          dout.shape() == q.shape() && lse.numel() == int64_t(d.B) * d.H * d.Tq && lse.dtype() == DType::F32,
+      "attention_backward: dq ", dq.desc(), ", dk ", dk.desc(), ", dv ", dv.desc(), ", lse ", lse.desc());
+  for (const Tensor* x : {&dout, &k, &v, &out, static_cast<const Tensor*>(&dq),
+                          static_cast<const Tensor*>(&dk), static_cast<const Tensor*>(&dv)})
     DB_CHECK(x->dtype() == t, "attention_backward: mixed dtypes (", x->desc(), " with q ", q.desc(), ")");
   std::shared_ptr<void> ws = scratch(kernels::attention_backward_workspace(d.B, d.H, d.Tq, d.Tk, d.D));
   DB_CUDA(kernels::attention_backward(t, dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
