@@ -223,7 +223,7 @@ $(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/
 	@mkdir -p $(@D)
 	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
-FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
+FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels tests/cuda tests/cuda_host bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:

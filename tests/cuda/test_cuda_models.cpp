@@ -43,9 +43,7 @@ class CudaModels : public ::testing::TestWithParam<std::tuple<std::string, DType
     const test::Diff d = expect_close(what, got, ref, bound());
     std::printf("  %-32s rel L2 %.2e\n", what.c_str(), d.rel_l2);
   }
-  Tensor params(const ModelFolder& mf, Component c, const ParamRegistry& reg) {
-    return dev(mf.load(c, reg));
-  }
+  Tensor params(const ModelFolder& mf, Component c, const ParamRegistry& reg) { return dev(mf.load(c, reg)); }
 };
 
 TEST_P(CudaModels, ForwardsMatchDiffusers) {

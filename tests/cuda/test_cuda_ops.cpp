@@ -35,9 +35,7 @@ class CudaOpsParity : public ::testing::TestWithParam<DType> {
   double worst = 0;
   std::string worst_what;
   void SetUp() override { gpu.set_activation_dtype(GetParam()); }
-  void TearDown() override {
-    std::printf("  worst rel L2 %.2e (%s)\n", worst, worst_what.c_str());
-  }
+  void TearDown() override { std::printf("  worst rel L2 %.2e (%s)\n", worst, worst_what.c_str()); }
   DType act() const { return GetParam(); }
   double tol() const { return act() == DType::F32 ? kF32 : kBF16; }
 
@@ -333,7 +331,9 @@ TEST_P(CudaOpsParity, MseLossAndOptimizerOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precision, CudaOpsParity, ::testing::Values(DType::F32, DType::BF16),
-                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(dtype_name(i.param));
+                         });
 
 }  // namespace
 }  // namespace db

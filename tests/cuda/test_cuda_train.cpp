@@ -130,8 +130,8 @@ TEST_P(CudaTrain, ThreeStepsMatchCpu) {
   for (int s = 0; s < 3; ++s) {
     const StepResult &g = got.steps[size_t(s)], &r = ref.steps[size_t(s)];
     std::printf("  step %d  loss %.7f (cpu %.7f, rel %.1e)  grad_norm %.6f (cpu %.6f, rel %.1e)\n", s,
-                g.loss.loss, r.loss.loss, rel(g.loss.loss, r.loss.loss), g.update.grad_norm, r.update.grad_norm,
-                rel(g.update.grad_norm, r.update.grad_norm));
+                g.loss.loss, r.loss.loss, rel(g.loss.loss, r.loss.loss), g.update.grad_norm,
+                r.update.grad_norm, rel(g.update.grad_norm, r.update.grad_norm));
     EXPECT_LE(rel(g.loss.loss, r.loss.loss), loss_tol) << "step " << s;
     EXPECT_LE(rel(g.loss.instance, r.loss.instance), loss_tol) << "step " << s;
     EXPECT_LE(rel(g.loss.prior, r.loss.prior), loss_tol) << "step " << s;

@@ -22,8 +22,10 @@ Layout read(cublasLtMatrixLayout_t l) {
   Layout r;
   size_t got = 0;
   uint32_t type = 0;
-  EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_ROWS, &r.rows, sizeof r.rows, &got), 0);
-  EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_COLS, &r.cols, sizeof r.cols, &got), 0);
+  EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_ROWS, &r.rows, sizeof r.rows, &got),
+            0);
+  EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_COLS, &r.cols, sizeof r.cols, &got),
+            0);
   EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_LD, &r.ld, sizeof r.ld, &got), 0);
   EXPECT_EQ(cublasLtMatrixLayoutGetAttribute(l, CUBLASLT_MATRIX_LAYOUT_TYPE, &type, sizeof type, &got), 0);
   r.type = cudaDataType_t(type);
@@ -87,8 +89,8 @@ TEST(CudnnDescriptors, OutputShapeAndMathMatchConvShape) {
   struct Case {
     int H, C, O, k, stride, pad;
   };
-  const Case cases[] = {{64, 4, 320, 3, 1, 1},     {64, 320, 320, 3, 2, 1}, {32, 640, 640, 3, 1, 1},
-                        {8, 1280, 1280, 3, 1, 1},  {64, 960, 320, 1, 1, 0}, {513, 128, 128, 3, 2, 0},
+  const Case cases[] = {{64, 4, 320, 3, 1, 1},    {64, 320, 320, 3, 2, 1}, {32, 640, 640, 3, 1, 1},
+                        {8, 1280, 1280, 3, 1, 1}, {64, 960, 320, 1, 1, 0}, {513, 128, 128, 3, 2, 0},
                         {512, 3, 128, 3, 1, 1}};
   for (const Case& c : cases)
     for (DType t : {DType::BF16, DType::F32}) {
@@ -97,14 +99,16 @@ TEST(CudnnDescriptors, OutputShapeAndMathMatchConvShape) {
       s.pad_h = s.pad_w = c.pad;
       auto d = make_conv_descriptors(s, t);
       int n = 0, ch = 0, h = 0, w = 0;
-      ASSERT_EQ(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &ch, &h, &w), CUDNN_STATUS_SUCCESS);
+      ASSERT_EQ(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &ch, &h, &w),
+                CUDNN_STATUS_SUCCESS);
       EXPECT_EQ(n, s.B);
       EXPECT_EQ(ch, s.O);
       EXPECT_EQ(h, s.Ho()) << "H " << c.H << " k " << c.k << " stride " << c.stride;
       EXPECT_EQ(w, s.Wo());
       cudnnDataType_t dt{};
       int nd = 0, nn = 0, cc = 0, hh = 0, ww = 0, sn = 0, sc = 0, sh = 0, sw = 0;
-      ASSERT_EQ(cudnnGetTensor4dDescriptor(d->y, &dt, &nn, &cc, &hh, &ww, &sn, &sc, &sh, &sw), CUDNN_STATUS_SUCCESS);
+      ASSERT_EQ(cudnnGetTensor4dDescriptor(d->y, &dt, &nn, &cc, &hh, &ww, &sn, &sc, &sh, &sw),
+                CUDNN_STATUS_SUCCESS);
       EXPECT_EQ(sc, 1) << "NHWC: channels are the innermost dimension";
       EXPECT_EQ(sw, s.O);
       EXPECT_EQ(dt, t == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT);
