@@ -168,8 +168,9 @@ void norm_cases(const Shapes& s, std::vector<Case>& out) {
     const int64_t X = int64_t(B) * N * C;
     const size_t stats = size_t(2) * B * G * 4;  // mean, rstd bytes
     for (bool silu : {true, false})
-      out.push_back({"group_norm_forward", "x" + dims({B, N, C}) + " G32", silu ? "fused SiLU" : "",
-                     2.0 * X * kE + 2 * C * kE + double(stats), 0, [=](Arena& a) -> Launch {
+      out.push_back({"group_norm_forward", "x" + dims({B, N, C}) + " G" + std::to_string(G),
+                     silu ? "fused SiLU" : "", 2.0 * X * kE + 2 * C * kE + double(stats), 0,
+                     [=](Arena& a) -> Launch {
                        void *x = a.bf16(X), *g = a.bf16(C), *b = a.bf16(C), *y = a.raw(size_t(X) * 2);
                        auto* st = static_cast<float*>(a.raw(stats));
                        return [=](cudaStream_t q) {
@@ -177,8 +178,9 @@ void norm_cases(const Shapes& s, std::vector<Case>& out) {
                                                       1e-5f, silu, q);
                        };
                      }});
-    out.push_back({"group_norm_backward", "x" + dims({B, N, C}) + " G32", "SiLU recomputed; dgamma, dbeta +=",
-                   3.0 * X * kE + 2 * C * kE + double(stats) + 2 * C * 8, 0, [=](Arena& a) -> Launch {
+    out.push_back({"group_norm_backward", "x" + dims({B, N, C}) + " G" + std::to_string(G),
+                   "SiLU recomputed; dgamma, dbeta +=", 3.0 * X * kE + 2 * C * kE + double(stats) + 2 * C * 8,
+                   0, [=](Arena& a) -> Launch {
                      void *x = a.bf16(X), *g = a.bf16(C), *b = a.bf16(C), *dy = a.bf16(X),
                           *dx = a.raw(size_t(X) * 2);
                      auto* st = static_cast<float*>(a.raw(stats));
