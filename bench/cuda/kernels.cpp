@@ -5,6 +5,7 @@
 //   build/bench_kernels [--reps 20] [--warmup 3] [--filter SUBSTR] [--peak-tflops X] [--copy-mib 1024]
 //                       [--no-flush] [--json FILE]          (CUDA=1 build, on a GPU)
 //   build/emu/bench_kernels --smoke [--json FILE]           (the emulator, tiny shapes; make test runs it)
+//   bench_kernels --list [--smoke]                          (the rows, bytes and FLOPs; no device used)
 //
 // Each row: the median over --reps of one launch timed by a pair of CUDA events, after --warmup launches,
 // with the L2 cache flushed before each timed launch (a memset of twice its size, outside the events) so
@@ -53,7 +54,7 @@ void check(cudaError_t e, const std::string& what) {
 struct Options {
   int reps = 20, warmup = 3;
   double peak_tflops = 0, copy_mib = 1024;
-  bool smoke = false, flush = true;
+  bool smoke = false, flush = true, list = false;
   std::string filter, json;
 };
 
@@ -635,9 +636,12 @@ Options parse(int argc, char** argv) {
       o.flush = false;
     else if (a == "--smoke")
       o.smoke = true;
+    else if (a == "--list")
+      o.list = true;
     else if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: bench_kernels [--smoke] [--reps 20] [--warmup 3] [--filter SUBSTR] [--peak-tflops X]\n"
+          "usage: bench_kernels [--smoke] [--list] [--reps 20] [--warmup 3] [--filter SUBSTR] [--peak-tflops "
+          "X]\n"
           "                     [--copy-mib 1024] [--no-flush] [--json FILE]\n");
       std::exit(0);
     } else
@@ -674,6 +678,14 @@ int main(int argc, char** argv) try {
     std::erase_if(cases, [&](const Case& c) { return c.kernel.find(o.filter) == std::string::npos; });
   DB_CHECK(!cases.empty(), "bench_kernels: --filter ", o.filter, " matches no kernel");
 
+  if (o.list) {
+    std::printf("| kernel | shape | note | MB moved | GFLOP |\n|---|---|---|---:|---:|\n");
+    for (const Case& c : cases)
+      std::printf("| %s | %s | %s | %.3f | %s |\n", c.kernel.c_str(), c.shape.c_str(), c.note.c_str(),
+                  c.bytes / 1e6, c.flops > 0 ? fixed(c.flops / 1e9, 3).c_str() : "");
+    std::printf("\n%zu rows\n", cases.size());
+    return 0;
+  }
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
   cudaStream_t stream = nullptr;
