@@ -156,6 +156,11 @@ struct Case {
 
 constexpr double kE = 2;  // bytes per bf16 element
 
+constexpr const char* kConventions =
+    "bytes: minimal reads + writes of the arguments (+= outputs read and written, workspaces not counted); "
+    "% copy: GB/s over a D2D cudaMemcpy's (2 x buffer bytes); attention FLOPs: forward 4 B H Tq Tk D, "
+    "backward 8 B H Tq Tk D (recomputed QK^T not counted), causal over unmasked pairs";
+
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s = "[";
   for (int64_t v : d) s += (s.size() > 1 ? "," : "") + std::to_string(v);
@@ -275,8 +280,8 @@ void elementwise_map_cases(const Shapes& s, std::vector<Case>& out) {
                      return
                          [=](cudaStream_t q) { return k::bias_add(DType::BF16, y, b, int64_t(B) * N, C, q); };
                    }});
-    out.push_back({"column_sum_add", "a" + dims({int64_t(B) * N, C}) + " -> f32[C] +=", "bias gradient",
-                   n * kE + C * 8.0, 0, [=](Arena& a) -> Launch {
+    out.push_back({"column_sum_add", "a" + dims({int64_t(B) * N, C}) + " -> f32" + dims({C}) + " +=",
+                   "bias gradient", n * kE + C * 8.0, 0, [=](Arena& a) -> Launch {
                      void* x = a.bf16(n);
                      float* o = a.constant(C, 0.f);
                      void* ws = a.raw(k::column_sum_workspace(int64_t(B) * N, C));
@@ -699,7 +704,8 @@ int main(int argc, char** argv) try {
   std::printf("UNet %lld + text encoder %lld parameters; bf16; median of %d after %d warm-up%s\n",
               (long long)s.unet_params, (long long)s.te_params, o.reps, o.warmup,
               o.flush ? ", L2 flushed before each" : "");
-  std::printf("copy bandwidth: %.1f GB/s (cudaMemcpy D2D of %.0f MiB, 2 x bytes)\n\n", copy_gbps, o.copy_mib);
+  std::printf("copy bandwidth: %.1f GB/s (cudaMemcpy D2D of %.0f MiB, 2 x bytes)\n%s\n\n", copy_gbps,
+              o.copy_mib, kConventions);
   std::printf("| kernel | shape | note | us | MB moved | GB/s | %% copy | TFLOP/s | %% peak |\n");
   std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
 
@@ -739,12 +745,7 @@ int main(int argc, char** argv) try {
                         {"peak_tflops", o.peak_tflops},
                         {"unet_params", s.unet_params},
                         {"text_encoder_params", s.te_params},
-                        {"conventions",
-                         "bytes: minimal reads + writes of the arguments (+= outputs read and written, "
-                         "workspaces not counted); "
-                         "copy: 2 x bytes of a D2D cudaMemcpy; attention FLOPs: forward 4 B H Tq Tk D, "
-                         "backward 8 B H Tq Tk D "
-                         "(no recompute), causal over unmasked pairs"},
+                        {"conventions", kConventions},
                         {"rows", rows}};
     std::ofstream f(o.json);
     f << j.dump(1) << "\n";
