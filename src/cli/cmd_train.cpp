@@ -4,6 +4,7 @@
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/core/stop_signal.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/pipelines/train.h"
 
@@ -67,11 +68,16 @@ int run_train_cmd(int argc, char** argv) {
       "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(0),
       "keep only the newest K checkpoints (0: keep all)")(
       "resume", po::value(&o.resume),
-      "resume from 'latest' (the newest checkpoint in OUT) or a checkpoint folder PATH")(
+      "resume from 'latest' (the newest checkpoint in OUT), 'auto' (latest if OUT has a checkpoint, else a "
+      "fresh start: for job scripts that may be requeued) or a checkpoint folder PATH")(
       "metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")(
       "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
       "progress line on stderr at most this often (0: every step)")(
-      "device", po::value(&o.device)->default_value("auto"), kDeviceHelp);
+      "device", po::value(&o.device)->default_value("auto"), kDeviceHelp)(
+      "collective-timeout", po::value(&o.collective_timeout)->default_value(600, "600"),
+      "end the job when one MPI collective waits longer than this many seconds (a stopped or hung rank; "
+      "the message names the ranks that did not arrive). Rank 0's checkpoint writes and validation images "
+      "count as waits for the others: raise it when those take longer. 0: wait forever");
   po::options_description val("validation images (rank 0, with the weights being trained)");
   val.add_options()(
       "validation-prompt", po::value(&o.validation_prompt),
@@ -125,6 +131,12 @@ int run_train_cmd(int argc, char** argv) {
     throw UsageError("train: --validation-images and --validation-steps must be >= 1");
   try {
     const TrainResult r = run_train(o);
+    if (r.stopped) {
+      if (world().is_root())
+        std::printf("stopped by a signal after step %lld; checkpoint %s (resume with --resume auto)\n",
+                    (long long)r.end_step, r.checkpoint.c_str());
+      return kExitStopped;
+    }
     if (world().is_root())
       std::printf("trained steps %lld -> %lld (%lld skipped), last loss %.6f; pipeline in %s\n",
                   (long long)r.start_step, (long long)r.end_step, (long long)r.skipped_steps, r.last_loss,
