@@ -135,7 +135,8 @@ void check_out_not_model(const std::string& out, const std::string& model) {
                              " (the base model is never written: choose another --out)"));
   if (is_within(o, m))
     throw UsageError(str_cat("train: --out ", out, " lies inside the base model folder ", model));
-  if (is_within(m, o)) throw UsageError(str_cat("train: --out ", out, " contains the base model folder ", model));
+  if (is_within(m, o))
+    throw UsageError(str_cat("train: --out ", out, " contains the base model folder ", model));
 }
 
 }  // namespace db

@@ -222,7 +222,8 @@ int64_t DataLoader::class_count() const {
   return impl_->cls ? impl_->cls->size() : 0;
 }
 
-std::string data_fingerprint(const std::vector<std::string>& instance, const std::vector<std::string>& class_data) {
+std::string data_fingerprint(const std::vector<std::string>& instance,
+                             const std::vector<std::string>& class_data) {
   Sha256 h;
   auto add_set = [&](const std::vector<std::string>& specs, const char* what) {
     h.update(str_cat(what, "\n"));

@@ -116,9 +116,10 @@ static std::vector<std::string> other_shard_sets(const std::string& out, int wor
   if (world_size > 1 && fs::is_regular_file(out, ec)) found.push_back(out);
   for (const auto& e : fs::directory_iterator(parent, ec)) {
     const std::string name = e.path().filename().string();
-    const std::string rest = name.size() > stem.size() + 1 && name.compare(0, stem.size() + 1, stem + "-") == 0
-                                 ? name.substr(stem.size() + 1)
-                                 : "";
+    const std::string rest =
+        name.size() > stem.size() + 1 && name.compare(0, stem.size() + 1, stem + "-") == 0
+            ? name.substr(stem.size() + 1)
+            : "";
     // "RRRRR-of-MMMMM.h5"
     if (rest.size() != 17 || rest.compare(5, 4, "-of-") != 0 || rest.compare(14, 3, ".h5") != 0) continue;
     const std::string r = rest.substr(0, 5), m = rest.substr(9, 5);

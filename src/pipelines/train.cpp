@@ -1,6 +1,7 @@
 #include "dreambooth/pipelines/train.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -154,17 +155,24 @@ void write_pipeline(Ops& ops, const std::string& out, const TrainState& st, cons
 // The options a resumed run must share with the checkpoint's run to continue it exactly (state.json
 // "options"). --max-steps may change (to extend a run); --gradient-checkpointing gives identical
 // gradients either way.
+// A float option as the shortest decimal that reads back as it ("0.0001", not 9.999999747378752e-05).
+double shortest(float v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
 nlohmann::json key_options(const TrainOptions& o) {
-  return {{"lr", o.lr},
+  return {{"lr", shortest(o.lr)},
           {"lr_scheduler", o.lr_scheduler},
           {"lr_warmup_steps", o.lr_warmup_steps},
           {"adam_beta1", o.adam_beta1},
           {"adam_beta2", o.adam_beta2},
           {"adam_epsilon", o.adam_epsilon},
           {"weight_decay", o.weight_decay},
-          {"max_grad_norm", o.max_grad_norm},
-          {"prior_loss_weight", o.prior_loss_weight},
-          {"snr_gamma", o.snr_gamma},
+          {"max_grad_norm", shortest(o.max_grad_norm)},
+          {"prior_loss_weight", shortest(o.prior_loss_weight)},
+          {"snr_gamma", shortest(o.snr_gamma)},
           {"offset_noise", o.offset_noise},
           {"train_text_encoder", o.train_text_encoder},
           {"use_cached_latents", o.use_cached_latents}};
@@ -188,9 +196,9 @@ std::vector<std::string> resume_differences(const nlohmann::json& s, const Train
     d.push_back(str_cat("gradient_accumulation_steps: checkpoint ", s.at("gradient_accumulation_steps"),
                         ", this run ", o.gradient_accumulation_steps));
   if (s.contains("model_fingerprint") && s["model_fingerprint"] != id.model_fp)
-    d.push_back(str_cat("model: checkpoint trained from ", s.value("model", std::string("?")), " (fingerprint ",
-                        s["model_fingerprint"].get<std::string>().substr(0, 16), "...), --model ", o.model,
-                        " has fingerprint ", id.model_fp.substr(0, 16), "..."));
+    d.push_back(str_cat("model: checkpoint trained from ", s.value("model", std::string("?")),
+                        " (fingerprint ", s["model_fingerprint"].get<std::string>().substr(0, 16),
+                        "...), --model ", o.model, " has fingerprint ", id.model_fp.substr(0, 16), "..."));
   if (s.contains("data_fingerprint") && s["data_fingerprint"] != id.data_fp)
     d.push_back(str_cat("data: the instance/class shards differ from the checkpoint's (fingerprint ",
                         s["data_fingerprint"].get<std::string>().substr(0, 16), "..., now ",
@@ -389,8 +397,8 @@ TrainResult run_train(const TrainOptions& o) {
         log_info("train: ", metrics_path, ": kept ", t.lines_kept, " lines through step ", t.last_step,
                  ", removed ", t.bytes_cut, " bytes logged after the checkpoint");
       if (t.last_step < step && fs::is_regular_file(metrics_path))
-        log_warn("train: ", metrics_path, " ends at step ", t.last_step, " but the checkpoint is at step ", step,
-                 " (a different --metrics file?); steps in between are not in it");
+        log_warn("train: ", metrics_path, " ends at step ", t.last_step, " but the checkpoint is at step ",
+                 step, " (a different --metrics file?); steps in between are not in it");
     }
     metrics = MetricsLog(metrics_path, resumed_from.empty());
     log_info("train: ", loader.instance_count(), " instance / ", loader.class_count(), " class samples, ",

@@ -23,15 +23,16 @@ expect() {
 }
 tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
 
-"$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null || fail "init-model"
-"$bin" init-model --preset sd1-tiny --seed 1 --out "$tmp/base1" > /dev/null || fail "init-model 1"
+"$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null 2>&1 || fail "init-model"
+"$bin" init-model --preset sd1-tiny --seed 1 --out "$tmp/base1" > /dev/null 2>&1 || fail "init-model 1"
 for p in inst:"photo of unqtkn dog" other:"photo of a dog"; do
   "$bin" prepare --images jobs/data/dog --prompt "${p#*:}" --model "$tmp/base" --out "$tmp/${p%%:*}.h5" \
     --latents 2> /dev/null || fail "prepare ${p%%:*}"
 done
 base_sum=$(tree_sum "$tmp/base")
-train=("$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --max-steps 2 --checkpoint-every 1
-  --lr 1e-4 --progress-seconds 0)
+run=("$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --checkpoint-every 1 --lr 1e-4
+  --progress-seconds 0)
+train=("${run[@]}" --max-steps 2)
 
 ln -s "$tmp/base" "$tmp/base_link"
 expect 2 "is the base model folder" out_is_model "${train[@]}" --out "$tmp/base"
@@ -56,9 +57,9 @@ expect 1 "this run differs: .*data: .*lr: checkpoint" resume_other_data "$bin" t
 expect 1 "this run differs: model: checkpoint trained from" resume_other_model "$bin" train \
   --model "$tmp/base1" --instance-data "$tmp/inst.h5" --max-steps 3 --lr 1e-4 --out "$tmp/out" --resume latest
 rm "$tmp/out/checkpoint-2/optimizer.safetensors"
-expect 1 "not a complete checkpoint \(optimizer.safetensors is missing\)" resume_incomplete "${train[@]}" \
+expect 1 "not a complete checkpoint \(optimizer.safetensors is missing\)" resume_incomplete "${run[@]}" \
   --max-steps 3 --out "$tmp/out" --resume "$tmp/out/checkpoint-2"
-expect 0 "resumed from .*checkpoint-1 at step 1" resume_skips_incomplete "${train[@]}" --max-steps 3 \
+expect 0 "resumed from .*checkpoint-1 at step 1" resume_skips_incomplete "${run[@]}" --max-steps 3 \
   --out "$tmp/out" --resume latest
 [ "$(sed 's/.*"step":\([0-9]*\).*/\1/' "$tmp/out/metrics.jsonl" | tr '\n' ' ')" = "1 2 3 " ] ||
   fail "metrics after resume: $(cat "$tmp/out/metrics.jsonl")"

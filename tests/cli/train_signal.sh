@@ -16,11 +16,21 @@ bin="$1/dreambooth"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_signal.XXXXXX")
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
+# mpirun_under PID: the mpirun process at or below PID (a subshell and `timeout` may sit in between).
+mpirun_under() {
+  local p=$1
+  for _ in 1 2 3 4; do
+    [ "$(ps -o comm= -p "$p")" = mpirun ] && { echo "$p"; return; }
+    p=$(ps -o pid= --ppid "$p" | head -n 1 | tr -d ' ')
+    [ -n "$p" ] || break
+  done
+  fail "no mpirun below process $1"
+}
 np2() {
   timeout 60 mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
     -x OPENBLAS_NUM_THREADS -x OPENBLAS_CORETYPE -np 2 "$@"
 }
-steps=8
+steps=12
 
 "$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null || fail "init-model"
 "$bin" prepare --images jobs/data/dog --prompt "photo of unqtkn dog" --model "$tmp/base" \
@@ -47,9 +57,9 @@ stop_and_resume() {
   pid=$!  # timeout's; mpirun is its child, the ranks mpirun's
   wait_steps "$out/metrics.jsonl" 2
   local mpirun_pid ranks
-  mpirun_pid=$(ps -o pid= --ppid "$pid" | head -n 1 | tr -d ' ')
+  mpirun_pid=$(mpirun_under "$pid")
   ranks=($(ps -o pid= --ppid "$mpirun_pid" | tr -d ' '))
-  [ ${#ranks[@]} -eq 2 ] || fail "$name: expected 2 rank processes under mpirun $mpirun_pid, got '${ranks[*]}'"
+  [ ${#ranks[@]} -eq 2 ] || { ps -eo pid,ppid,stat,cmd | grep -v grep | grep -e mpirun -e dreambooth; cat "$tmp/$name.log"; fail "$name: expected 2 rank processes under mpirun $mpirun_pid, got '${ranks[*]}'"; }
   if [ "$how" = rank ]; then kill -TERM "${ranks[1]}"; else kill -USR1 "$mpirun_pid"; fi
   wait "$pid"; rc=$?
   [ $rc -eq 3 ] || { cat "$tmp/$name.log"; fail "$name: exit $rc after the signal, expected 3"; }

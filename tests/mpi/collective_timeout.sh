@@ -11,6 +11,16 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_coll_timeout.XXXXXX")
 stopped=""
 trap '[ -n "$stopped" ] && kill -KILL "$stopped" 2> /dev/null; [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
+# mpirun_under PID: the mpirun process at or below PID (a subshell and `timeout` may sit in between).
+mpirun_under() {
+  local p=$1
+  for _ in 1 2 3 4; do
+    [ "$(ps -o comm= -p "$p")" = mpirun ] && { echo "$p"; return; }
+    p=$(ps -o pid= --ppid "$p" | head -n 1 | tr -d ' ')
+    [ -n "$p" ] || break
+  done
+  fail "no mpirun below process $1"
+}
 
 "$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null || fail "init-model"
 "$bin" prepare --images jobs/data/dog --prompt "photo of unqtkn dog" --model "$tmp/base" \
@@ -25,7 +35,7 @@ for _ in $(seq 300); do
   [ -f "$tmp/out/metrics.jsonl" ] && [ "$(wc -l < "$tmp/out/metrics.jsonl")" -ge 2 ] && break
   sleep 0.1
 done
-mpirun_pid=$(ps -o pid= --ppid "$pid" | head -n 1 | tr -d ' ')
+mpirun_pid=$(mpirun_under "$pid")
 ranks=($(ps -o pid= --ppid "$mpirun_pid" | tr -d ' '))
 [ ${#ranks[@]} -eq 2 ] || fail "expected 2 ranks under mpirun, got '${ranks[*]}'"
 kill -STOP "${ranks[1]}"

@@ -22,7 +22,8 @@ void write_checkpoint(const fs::path& out, int64_t step, const std::string& payl
   std::string files;
   for (const auto& [rel, size] : checkpoint_files(dir.path()))
     files += (files.empty() ? "\"" : ", \"") + rel + "\": " + std::to_string(size);
-  std::ofstream(fs::path(dir.path()) / "state.json") << "{\"step\": " << step << ", \"files\": {" << files << "}}";
+  std::ofstream(fs::path(dir.path()) / "state.json")
+      << "{\"step\": " << step << ", \"files\": {" << files << "}}";
   dir.commit();
 }
 

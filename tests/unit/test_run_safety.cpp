@@ -49,10 +49,12 @@ TEST(OutLock, SecondRunIsRefusedNamingTheHolder) {
     FAIL() << "a held lock was taken";
   } catch (const OutLockHeld& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("host " + this_host() + " pid " + std::to_string(getppid())), std::string::npos) << msg;
+    EXPECT_NE(msg.find("host " + this_host() + " pid " + std::to_string(getppid())), std::string::npos)
+        << msg;
   }
   // A holder on another host cannot be checked: held, whatever its pid.
-  std::ofstream(t.path / kOutLockName, std::ios::trunc) << "host elsewhere.example\npid " << dead_pid() << "\n";
+  std::ofstream(t.path / kOutLockName, std::ios::trunc)
+      << "host elsewhere.example\npid " << dead_pid() << "\n";
   EXPECT_THROW(OutLock(t.str()), OutLockHeld);
   EXPECT_TRUE(fs::exists(t.path / kOutLockName));  // a refused run leaves the holder's lock alone
 }
@@ -92,7 +94,8 @@ TEST(OutLock, OutMayNotBeOrContainTheModel) {
 TEST(Metrics, ResumeTruncationKeepsEarlierLinesByteForByte) {
   const db::test::TempDir t("metrics_trunc");
   const fs::path p = t.path / "metrics.jsonl";
-  const std::string kept = "{\"step\":1,\"loss\":0.5}\n{\"step\":2, \"loss\":0.25 }\nnot json\n{\"step\":3}\n";
+  const std::string kept =
+      "{\"step\":1,\"loss\":0.5}\n{\"step\":2, \"loss\":0.25 }\nnot json\n{\"step\":3}\n";
   std::ofstream(p) << kept << "{\"step\":4}\n{\"step\":5}\n{\"step\":6,\"lo";
   const MetricsTrim r = truncate_metrics(p.string(), 3);
   EXPECT_EQ(slurp(p), kept);

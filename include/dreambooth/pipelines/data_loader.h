@@ -102,6 +102,7 @@ class DataLoader {
 // the class shards (dataset order, see io/shard_set.h): the set's size, resolution, tokenizer and VAE
 // fingerprints, each shard's prompt, and every sample's image SHA-256. The same photos prepared again
 // (by 1 or N ranks) give the same value; other photos, prompts or another tokenizer/VAE do not.
-std::string data_fingerprint(const std::vector<std::string>& instance, const std::vector<std::string>& class_data);
+std::string data_fingerprint(const std::vector<std::string>& instance,
+                             const std::vector<std::string>& class_data);
 
 }  // namespace db

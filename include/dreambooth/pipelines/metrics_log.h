@@ -16,8 +16,8 @@ namespace db {
 
 struct MetricsTrim {
   int64_t lines_kept = 0;
-  int64_t last_step = -1;    // step of the last kept line that has one, -1 when none
-  int64_t bytes_cut = 0;     // bytes removed from the end
+  int64_t last_step = -1;     // step of the last kept line that has one, -1 when none
+  int64_t bytes_cut = 0;      // bytes removed from the end
   int64_t unparsed_kept = 0;  // terminated lines without a readable "step", kept as they are
 };
 
@@ -38,7 +38,7 @@ class MetricsLog {
 
   bool is_open() const { return fd_ >= 0; }
   void append_line(const std::string& line);  // line + '\n' in one write(2); throws on failure
-  void sync();                                 // fsync (EINVAL from a device is fine); throws on failure
+  void sync();                                // fsync (EINVAL from a device is fine); throws on failure
 
  private:
   std::string path_;
