@@ -70,6 +70,9 @@ int run_train_cmd(int argc, char** argv) {
       "resume", po::value(&o.resume),
       "resume from 'latest' (the newest checkpoint in OUT), 'auto' (latest if OUT has a checkpoint, else a "
       "fresh start: for job scripts that may be requeued) or a checkpoint folder PATH")(
+      "overwrite",
+      "start afresh in an --out that holds checkpoints of an earlier run, removing them (without it such "
+      "an --out is refused, so that a forgotten --resume loses nothing)")(
       "metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")(
       "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
       "progress line on stderr at most this often (0: every step)")(
@@ -115,6 +118,9 @@ int run_train_cmd(int argc, char** argv) {
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
   o.offset_noise = vm.count("offset-noise") > 0;
   o.use_cached_latents = !vm.count("no-cached-latents");
+  o.overwrite = vm.count("overwrite") > 0;
+  if (o.overwrite && !o.resume.empty())
+    throw UsageError("train: --overwrite and --resume exclude each other");
   if (o.batch_size < 1)
     throw UsageError(str_cat("train: --batch-size must be >= 1 (got ", o.batch_size, ")"));
   if (o.gradient_accumulation_steps < 1)

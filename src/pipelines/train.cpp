@@ -294,10 +294,18 @@ TrainResult run_train(const TrainOptions& o) {
   const OutLock lock = lock_out(o.out, w);
   if (o.resume.empty()) {
     const auto old = list_checkpoints(o.out);
-    if (!old.empty())
-      throw UsageError(str_cat("train: --out ", o.out, " holds checkpoints of an earlier run (",
-                               fs::path(old.back().path).filename().string(),
-                               "): continue it with --resume latest (or auto), or choose another --out"));
+    if (!old.empty() && !o.overwrite)
+      throw UsageError(
+          str_cat("train: --out ", o.out, " holds checkpoints of an earlier run (",
+                  fs::path(old.back().path).filename().string(),
+                  "): continue it with --resume latest (or auto), start afresh with --overwrite, "
+                  "or choose another --out"));
+    if (!old.empty() && w.is_root())
+      for (const auto& c : old) {
+        fs::remove_all(c.path);
+        log_warn("train: --overwrite: removed ", c.path, " of an earlier run");
+      }
+    barrier();
   }
   const RunIdentity id{model_fingerprint(o.model), data_fingerprint(o.instance, o.class_data)};
   const NoiseSchedule sched(base.scheduler);

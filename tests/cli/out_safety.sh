@@ -4,7 +4,7 @@
 #   a lock held by a live process: exit 2 naming its host and pid; a stale lock (dead pid): taken over
 #   with a warning and removed at the end; a fresh run into an OUT with checkpoints: exit 2;
 #   --resume with other data, model and --lr: exit 1 naming each difference; a checkpoint missing a file
-#   is not resumed from; a metrics file that cannot be written (/dev/full): exit 1 naming it;
+#   is not resumed from; --overwrite removes an earlier run's checkpoints; a metrics file that cannot be written (/dev/full): exit 1 naming it;
 #   `prepare` refuses (and with --overwrite removes) a shard set of another rank count.
 # Usage: tests/cli/out_safety.sh BUILD_DIR
 set -uo pipefail
@@ -63,6 +63,11 @@ expect 0 "resumed from .*checkpoint-1 at step 1" resume_skips_incomplete "${run[
   --out "$tmp/out" --resume latest
 [ "$(sed 's/.*"step":\([0-9]*\).*/\1/' "$tmp/out/metrics.jsonl" | tr '\n' ' ')" = "1 2 3 " ] ||
   fail "metrics after resume: $(cat "$tmp/out/metrics.jsonl")"
+
+expect 0 "--overwrite: removed .*checkpoint-3 of an earlier run" overwrite "${train[@]}" --out "$tmp/out" \
+  --overwrite
+[ "$(ls -d "$tmp/out"/checkpoint-* | wc -l)" = 2 ] && [ ! -e "$tmp/out/checkpoint-3" ] ||
+  fail "--overwrite left $(ls -d "$tmp/out"/checkpoint-*)"
 
 expect 1 "/dev/full: cannot write the metrics line" metrics_full "${train[@]}" --out "$tmp/out_full" \
   --metrics /dev/full

@@ -24,7 +24,8 @@
 // state.json also records the model's and the data's fingerprints (model_fingerprint, data_fingerprint)
 // and the key options (key_options in train.cpp); a resume whose model, data or options differ stops,
 // naming every difference. "auto" is "latest" when OUT has a checkpoint, else a fresh start (a requeued
-// job needs no edit). A fresh run (no --resume) into an OUT that holds checkpoints is refused (exit 2).
+// job needs no edit). A fresh run (no --resume) into an OUT that holds checkpoints is refused (exit 2) unless
+// --overwrite (which removes them).
 //
 // OUT (io/out_lock.h): locked for the run (OUT/.dreambooth.lock, rank 0; a second run exits 2 naming
 // the holder); it may not be, contain or lie inside --model (exit 2), so the base is never written.
@@ -68,6 +69,7 @@ struct TrainOptions {
   int64_t checkpoint_every = 500;  // 0: none
   int keep_checkpoints = 0;        // 0: keep all
   std::string resume;              // "" | "latest" | "auto" (latest, or a fresh start when none) | PATH
+  bool overwrite = false;          // a fresh run may remove an earlier run's checkpoints in OUT
   std::string metrics;             // "" -> OUT/metrics.jsonl
   std::string device = "auto";
   float lr = 5e-6f;
