@@ -42,7 +42,10 @@ void sleep_us(long us) {
 // listens for theirs during a grace period; the silent ones did not arrive.
 std::vector<int> missing_ranks(double grace_s) {
   const int n = g_world.size;
-  std::vector<int> probe(size_t(n), g_world.rank), got(size_t(n), -1);
+  // Static: the caller throws and aborts with these requests pending, so the buffers must outlive us.
+  static std::vector<int> probe, got;
+  probe.assign(size_t(n), g_world.rank);
+  got.assign(size_t(n), -1);
   std::vector<MPI_Request> sends, recvs(size_t(n), MPI_REQUEST_NULL);
   for (int r = 0; r < n; ++r) {
     if (r == g_world.rank) continue;
