@@ -104,7 +104,9 @@ int run_train_cmd(int argc, char** argv) {
           "(DreamBooth, with the prior-preservation loss when --class-data is given), data-parallel\n"
           "under mpirun/srun: each rank takes --batch-size pairs of every global batch and gradients are\n"
           "averaged. Writes a diffusers pipeline folder to --out (model_index.json last), checkpoints\n"
-          "every --checkpoint-every steps, and one JSON line of metrics per step.\n"
+          "every --checkpoint-every steps, and one JSON line of metrics per step. SIGTERM or SIGUSR1\n"
+          "(e.g. Slurm's --signal=USR1@120) finishes the step, writes a checkpoint and exits 3;\n"
+          "--resume auto continues it.\n"
           "Example: mpirun -np 2 dreambooth train --model sd15 --instance-data data/dog.h5 \\\n"
           "           --class-data data/class --out tuned --max-steps 800 --lr 5e-6",
           all, vm))
