@@ -99,4 +99,11 @@ class DataLoader {
   double total_wait_ = 0;
 };
 
+// Identity of a training data set for resume checks (issue 16): SHA-256 over, for the instance and then
+// the class shards (dataset order, see io/shard_set.h): the set's size, resolution, tokenizer and VAE
+// fingerprints, each shard's prompt, and every sample's image SHA-256. The same photos prepared again
+// (by 1 or N ranks) give the same value; other photos, prompts or another tokenizer/VAE do not.
+std::string data_fingerprint(const std::vector<std::string>& instance,
+                             const std::vector<std::string>& class_data);
+
 }  // namespace db
