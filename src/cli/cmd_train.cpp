@@ -7,9 +7,32 @@
 #include "dreambooth/core/stop_signal.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/pipelines/train.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
+
+// Values the pipeline would take silently (NaN compares false: clipping or min-SNR weighting off) or
+// reject only after loading the model.
+void check_train_values(const TrainOptions& o) {
+  const char* c = "train";
+  check_range(c, "lr", o.lr, above(0));
+  check_range(c, "adam-beta1", o.adam_beta1, Range{0, 1, false, true});
+  check_range(c, "adam-beta2", o.adam_beta2, Range{0, 1, false, true});
+  check_range(c, "adam-epsilon", o.adam_epsilon, above(0));
+  check_range(c, "weight-decay", o.weight_decay, at_least(0));
+  check_range(c, "max-grad-norm", o.max_grad_norm, at_least(0));
+  check_range(c, "snr-gamma", o.snr_gamma, at_least(0));
+  check_range(c, "prior-loss-weight", o.prior_loss_weight, at_least(0));
+  check_range(c, "progress-seconds", o.progress_seconds, at_least(0));
+  if (o.lr_warmup_steps < 0) throw UsageError("train: --lr-warmup-steps must be >= 0");
+  if (o.max_nonfinite_steps < 1) throw UsageError("train: --max-nonfinite-steps must be >= 1");
+  check_choice(c, "lr-scheduler", o.lr_scheduler, {"constant", "constant_with_warmup", "linear", "cosine"});
+  check_choice(c, "save-dtype", o.save_dtype,
+               {"fp32", "fp16", "bf16", "f32", "f16", "float32", "float16", "bfloat16"});
+  check_device(c, o.device);
+  check_utf8(c, "validation-prompt", o.validation_prompt);
+}
 
 int run_train_cmd(int argc, char** argv) {
   TrainOptions o;
@@ -137,6 +160,7 @@ int run_train_cmd(int argc, char** argv) {
     throw UsageError("train: --validation-every needs --validation-prompt");
   if (o.validation_images < 1 || o.validation_steps < 1)
     throw UsageError("train: --validation-images and --validation-steps must be >= 1");
+  check_train_values(o);
   try {
     const TrainResult r = run_train(o);
     if (r.stopped) {

@@ -97,7 +97,13 @@ struct DataLoader::Impl {
       b.sample[size_t(s)] = idx;
       int64_t local = 0;
       const ShardReader& rd = set.reader(idx, &local);
-      rd.read_prompt_ids(local, b.prompt_ids.data<int32_t>() + size_t(s) * kShardPromptLength);
+      int32_t* ids = b.prompt_ids.data<int32_t>() + size_t(s) * kShardPromptLength;
+      rd.read_prompt_ids(local, ids);
+      if (opt.vocab_size > 0)
+        for (int t = 0; t < kShardPromptLength; ++t)
+          DB_CHECK(ids[t] >= 0 && ids[t] < opt.vocab_size, "shard ", rd.path(), ": sample ", local,
+                   ": prompt_ids[", t, "] = ", ids[t], " is outside the text encoder's vocabulary [0, ",
+                   opt.vocab_size, ")");
       if (latents) {
         const size_t e = size_t(rd.latent_elems_per_sample());
         rd.read_latents(local, b.latent_mean.f32() + size_t(s) * e, b.latent_logvar.f32() + size_t(s) * e);

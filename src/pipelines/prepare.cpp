@@ -215,8 +215,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
         opt.resolution > 0 ? opt.resolution : model.unet.sample_size * model.vae.downscale_factor();
     meta.crop = opt.crop == CropMode::Center ? "center" : "random";
     meta.prompt = opt.prompt;
-    meta.tokenizer_fingerprint =
-        sha256_files_hex({(tok_dir / "vocab.json").string(), (tok_dir / "merges.txt").string()});
+    meta.tokenizer_fingerprint = tokenizer_fingerprint(tok_dir.string(), tok);
     meta.created_by = std::string("dreambooth ") + kVersion;
     if (opt.latents) {
       encoder = opt.latent_encoder_factory ? opt.latent_encoder_factory()

@@ -30,6 +30,7 @@
 #include "dreambooth/pipelines/generate.h"
 #include "dreambooth/pipelines/metrics_log.h"
 #include "dreambooth/pipelines/train_step.h"
+#include "train_checks.h"
 
 namespace fs = std::filesystem;
 
@@ -99,7 +100,9 @@ void read_flat(Ops& ops, const SafetensorsFile& f, const std::string& name, Tens
 }
 
 void upload_weights(Ops& ops, const std::string& dir, Component c, ModelBuffers& b) {
-  const Tensor host = load_weights(find_weight_files(dir, c).path, b.reg);
+  const std::string path = find_weight_files(dir, c).path;
+  const Tensor host = load_weights(path, b.reg);
+  check_finite_weights(path, b.reg, host);
   ops.upload(host.raw(), b.master);
   ops.synchronize();
   b.refresh_working(ops);
@@ -317,6 +320,7 @@ TrainResult run_train(const TrainOptions& o) {
   install_stop_handlers();  // from here a SIGTERM / SIGUSR1 stops at a step boundary (kExitStopped)
 
   const ModelFolder base = ModelFolder::open(o.model);
+  check_trainable_model(base);
   const OutLock lock = lock_out(o.out, w);
   if (o.resume.empty()) {
     const auto old = list_checkpoints(o.out);
@@ -366,6 +370,9 @@ TrainResult run_train(const TrainOptions& o) {
     } catch (const nlohmann::json::exception& e) {
       throw Error(resumed_from, "/state.json: ", e.what());
     }
+    if (o.max_steps > 0 && o.max_steps < step)  // the same on every rank: all exit 2 together
+      throw UsageError(str_cat("train: --max-steps ", o.max_steps, " is below the step of the checkpoint ",
+                               resumed_from, " (", step, "); resume with --max-steps >= ", step));
     load_checkpoint(*ops, resumed_from, st);
     if (w.is_root()) log_info("train: resumed from ", resumed_from, " at step ", step);
   } else if (o.resume == "auto" && w.is_root()) {
@@ -387,7 +394,9 @@ TrainResult run_train(const TrainOptions& o) {
   lo.seed = o.seed;
   lo.use_latents = o.use_cached_latents;
   lo.start = cursor;
+  lo.vocab_size = base.text_encoder.vocab_size;
   DataLoader loader(lo);
+  check_data_matches_model(base, loader, o.instance.size() == 1 ? o.instance[0] : o.instance[0] + " ...");
   const int accum = o.gradient_accumulation_steps;
   DB_CHECK(loader.batches_per_epoch() >= 1, "train: ", loader.examples_per_epoch(),
            " examples make no full global batch of ", loader.global_batch(), " (batch size ", o.batch_size,

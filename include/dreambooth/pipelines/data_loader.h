@@ -47,6 +47,7 @@ struct DataLoaderOptions {
   int prefetch = 2;             // batches prepared ahead (bounded queue)
   bool use_latents = true;      // read cached moments when every shard has them (then no pixels)
   int expected_resolution = 0;  // > 0: shards must have it
+  int vocab_size = 0;           // > 0: every prompt id must be in [0, vocab_size) (else next() throws)
   DataCursor start;
 };
 
