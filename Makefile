@@ -3,6 +3,7 @@
 #
 #   make                 build both (CUDA backend too when nvcc is found)
 #   make CUDA=0|1        force the CUDA backend off / on
+#   make SANITIZE=1      the CPU build under ASan + UBSan, into build-asan/ (see below)
 #   make test            build and run the whole suite (the README's test command)
 #   make test-kernels    every kernels/*.cu compiled by g++ against the CUDA emulator (src/emu/), run
 #                        under several schedules and once under ASan+UBSan (tests/run_kernel_tests.sh)
@@ -19,6 +20,14 @@ ifeq ($(origin CUDA),undefined)
   CUDA := $(if $(NVCC),1,0)
 endif
 OPT        ?= -O2
+# make SANITIZE=1: the CPU build (no CUDA backend) under ASan + UBSan in build-asan/, e.g.
+#   make SANITIZE=1 -j8 build-asan/dreambooth_tests && build-asan/dreambooth_tests   (CI: .ci/run)
+ifeq ($(SANITIZE),1)
+  BUILD    := build-asan
+  CUDA     := 0
+  OPT      := -O1
+  SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+endif
 # ccache when installed (developer machines; CI builds once and has none): object reuse across worktrees.
 CCACHE     ?= $(shell command -v ccache 2>/dev/null)
 PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openblas nlohmann_json
@@ -27,7 +36,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -MMD -MP
-CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread
+CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread $(SAN_FLAGS)
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 
 SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -path 'src/cli/*' ! -path 'src/emu/*' | sort)

@@ -80,7 +80,7 @@ $LAUNCHER "$DB" prepare --images "$IMAGES_REG_DIR" --prompt "photo of a $CLASS_N
 step "4. train $MAX_STEPS steps on $NUM_WORKERS ranks"
 $LAUNCHER "$DB" train --model "$ORIG_MODEL_PATH" --instance-data "$DATA_PREFIX/shards/instance" \
   --class-data "$DATA_PREFIX/shards/class" --out "$TUNED_MODEL_DIR" --max-steps "$MAX_STEPS" --lr "$LR" \
-  --seed "$SEED"
+  --seed "$SEED" --overwrite
 
 step "5. generate 'photo of a $UNIQUE_TOKEN $CLASS_NAME in a bucket' with the tuned model"
 $LAUNCHER "$DB" generate --model "$TUNED_MODEL_DIR" --prompt "photo of a $UNIQUE_TOKEN $CLASS_NAME in a bucket" \

@@ -8,6 +8,7 @@
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/pipelines/compare.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
@@ -36,6 +37,7 @@ int run_compare(int argc, char** argv) {
     throw UsageError("compare: expected two paths A and B (see 'dreambooth compare --help')");
   const auto paths = vm["paths"].as<std::vector<std::string>>();
   const double tol = vm["tol"].as<double>();
+  check_range("compare", "tol", tol, at_least(0));
   CompareResult r = compare_models(paths[0], paths[1]);
 
   // Per-component summary: the part of the name before the first '/'.

@@ -6,6 +6,7 @@
 #include "dreambooth/core/log.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/pipelines/generate.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
@@ -78,6 +79,9 @@ int run_generate(int argc, char** argv) {
   o.skip_existing = vm["skip-existing"].as<bool>();
   o.progress = !vm["quiet"].as<bool>();
   if (o.out_dir.empty()) throw UsageError("generate: --out must name a folder");
+  check_utf8("generate", "prompt", o.prompt);
+  check_utf8("generate", "negative-prompt", o.negative_prompt);
+  check_device("generate", o.device);
 
   GenerateResult r = generate_images(o);
   const World& w = world();

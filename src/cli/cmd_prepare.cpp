@@ -1,13 +1,35 @@
 // `dreambooth prepare --images DIR --prompt TEXT --model MODEL --out PATH`: photos -> HDF5 shard(s).
+#include <optional>
 #include <string>
 
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/io/model_folder.h"
 #include "dreambooth/pipelines/prepare.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
+
+// --resolution must give latents the UNet can halve at every down block (else train fails later in a
+// skip-connection concat): a multiple of the VAE factor x the UNet's. A model folder that does not open
+// is left to prepare() to report.
+void check_resolution(int resolution, const std::string& model_dir) {
+  if (resolution <= 0) return;
+  std::optional<ModelFolder> m;
+  try {
+    m.emplace(ModelFolder::open(model_dir));
+  } catch (const std::exception&) {
+    return;
+  }
+  const int vae = m->vae.downscale_factor();
+  const int unet = 1 << (int(m->unet.block_out_channels.size()) - 1);
+  if (resolution % (vae * unet) != 0)
+    throw UsageError(str_cat("prepare: --resolution ", resolution, " is not a multiple of ", vae * unet,
+                             " (the VAE downscale factor ", vae, " x the UNet's ", unet, " of ", model_dir,
+                             "), e.g. ", std::max(1, resolution / (vae * unet)) * vae * unet));
+}
 
 int run_prepare(int argc, char** argv) {
   po::options_description opts("options");
@@ -55,14 +77,17 @@ int run_prepare(int argc, char** argv) {
   else
     throw UsageError("prepare: --crop must be center or random, got '" + crop + "'");
   if (o.resolution < 0) throw UsageError("prepare: --resolution must be positive");
+  check_utf8("prepare", "prompt", o.prompt);
   o.seed = vm["seed"].as<uint64_t>();
   o.latents = vm.count("latents") > 0;
   o.device = vm["device"].as<std::string>();
+  check_device("prepare", o.device);
   o.overwrite = vm.count("overwrite") > 0;
   o.strict = vm.count("strict") > 0;
   o.max_pixels = vm["max-pixels"].as<int64_t>();
   if (o.max_pixels <= 0) throw UsageError("prepare: --max-pixels must be positive");
   o.progress_every = vm["progress-every"].as<int>();
+  check_resolution(o.resolution, o.model_dir);
   try {
     prepare(o);
   } catch (const CollectiveError& e) {

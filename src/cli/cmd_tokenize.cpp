@@ -8,6 +8,7 @@
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
 #include "dreambooth/text/clip_tokenizer.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
@@ -49,6 +50,7 @@ int run_tokenize(int argc, char** argv) {
     return 0;
   const auto texts = vm["text"].as<std::vector<std::string>>();
   if (texts.empty()) throw UsageError("tokenize: no TEXT given (see 'dreambooth tokenize --help')");
+  for (const std::string& text : texts) check_utf8("tokenize", "TEXT", text);
   const int max_length = vm["max-length"].as<int>();
   if (max_length != 0 && max_length < 2) throw UsageError("tokenize: --max-length must be at least 2");
   const bool no_pad = vm["no-pad"].as<bool>(), tokens = vm["tokens"].as<bool>(), json = vm["json"].as<bool>();

@@ -4,11 +4,35 @@
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/core/stop_signal.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/pipelines/train.h"
+#include "option_checks.h"
 
 namespace db {
 namespace {
+
+// Values the pipeline would take silently (NaN compares false: clipping or min-SNR weighting off) or
+// reject only after loading the model.
+void check_train_values(const TrainOptions& o) {
+  const char* c = "train";
+  check_range(c, "lr", o.lr, above(0));
+  check_range(c, "adam-beta1", o.adam_beta1, Range{0, 1, false, true});
+  check_range(c, "adam-beta2", o.adam_beta2, Range{0, 1, false, true});
+  check_range(c, "adam-epsilon", o.adam_epsilon, above(0));
+  check_range(c, "weight-decay", o.weight_decay, at_least(0));
+  check_range(c, "max-grad-norm", o.max_grad_norm, at_least(0));
+  check_range(c, "snr-gamma", o.snr_gamma, at_least(0));
+  check_range(c, "prior-loss-weight", o.prior_loss_weight, at_least(0));
+  check_range(c, "progress-seconds", o.progress_seconds, at_least(0));
+  if (o.lr_warmup_steps < 0) throw UsageError("train: --lr-warmup-steps must be >= 0");
+  if (o.max_nonfinite_steps < 1) throw UsageError("train: --max-nonfinite-steps must be >= 1");
+  check_choice(c, "lr-scheduler", o.lr_scheduler, {"constant", "constant_with_warmup", "linear", "cosine"});
+  check_choice(c, "save-dtype", o.save_dtype,
+               {"fp32", "fp16", "bf16", "f32", "f16", "float32", "float16", "bfloat16"});
+  check_device(c, o.device);
+  check_utf8(c, "validation-prompt", o.validation_prompt);
+}
 
 int run_train_cmd(int argc, char** argv) {
   TrainOptions o;
@@ -67,11 +91,19 @@ int run_train_cmd(int argc, char** argv) {
       "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(0),
       "keep only the newest K checkpoints (0: keep all)")(
       "resume", po::value(&o.resume),
-      "resume from 'latest' (the newest checkpoint in OUT) or a checkpoint folder PATH")(
+      "resume from 'latest' (the newest checkpoint in OUT), 'auto' (latest if OUT has a checkpoint, else a "
+      "fresh start: for job scripts that may be requeued) or a checkpoint folder PATH")(
+      "overwrite",
+      "start afresh in an --out that holds checkpoints of an earlier run, removing them (without it such "
+      "an --out is refused, so that a forgotten --resume loses nothing)")(
       "metrics", po::value(&o.metrics), "metrics file, one JSON line per step (default OUT/metrics.jsonl)")(
       "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
       "progress line on stderr at most this often (0: every step)")(
-      "device", po::value(&o.device)->default_value("auto"), kDeviceHelp);
+      "device", po::value(&o.device)->default_value("auto"), kDeviceHelp)(
+      "collective-timeout", po::value(&o.collective_timeout)->default_value(600, "600"),
+      "end the job when one MPI collective waits longer than this many seconds (a stopped or hung rank; "
+      "the message names the ranks that did not arrive). Rank 0's checkpoint writes and validation images "
+      "count as waits for the others: raise it when those take longer. 0: wait forever");
   po::options_description val("validation images (rank 0, with the weights being trained)");
   val.add_options()(
       "validation-prompt", po::value(&o.validation_prompt),
@@ -95,7 +127,9 @@ int run_train_cmd(int argc, char** argv) {
           "(DreamBooth, with the prior-preservation loss when --class-data is given), data-parallel\n"
           "under mpirun/srun: each rank takes --batch-size pairs of every global batch and gradients are\n"
           "averaged. Writes a diffusers pipeline folder to --out (model_index.json last), checkpoints\n"
-          "every --checkpoint-every steps, and one JSON line of metrics per step.\n"
+          "every --checkpoint-every steps, and one JSON line of metrics per step. SIGTERM or SIGUSR1\n"
+          "(e.g. Slurm's --signal=USR1@120) finishes the step, writes a checkpoint and exits 3;\n"
+          "--resume auto continues it.\n"
           "Example: mpirun -np 2 dreambooth train --model sd15 --instance-data data/dog.h5 \\\n"
           "           --class-data data/class --out tuned --max-steps 800 --lr 5e-6",
           all, vm))
@@ -109,6 +143,9 @@ int run_train_cmd(int argc, char** argv) {
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
   o.offset_noise = vm.count("offset-noise") > 0;
   o.use_cached_latents = !vm.count("no-cached-latents");
+  o.overwrite = vm.count("overwrite") > 0;
+  if (o.overwrite && !o.resume.empty())
+    throw UsageError("train: --overwrite and --resume exclude each other");
   if (o.batch_size < 1)
     throw UsageError(str_cat("train: --batch-size must be >= 1 (got ", o.batch_size, ")"));
   if (o.gradient_accumulation_steps < 1)
@@ -123,8 +160,15 @@ int run_train_cmd(int argc, char** argv) {
     throw UsageError("train: --validation-every needs --validation-prompt");
   if (o.validation_images < 1 || o.validation_steps < 1)
     throw UsageError("train: --validation-images and --validation-steps must be >= 1");
+  check_train_values(o);
   try {
     const TrainResult r = run_train(o);
+    if (r.stopped) {
+      if (world().is_root())
+        std::printf("stopped by a signal after step %lld; checkpoint %s (resume with --resume auto)\n",
+                    (long long)r.end_step, r.checkpoint.c_str());
+      return kExitStopped;
+    }
     if (world().is_root())
       std::printf("trained steps %lld -> %lld (%lld skipped), last loss %.6f; pipeline in %s\n",
                   (long long)r.start_step, (long long)r.end_step, (long long)r.skipped_steps, r.last_loss,

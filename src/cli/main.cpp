@@ -1,6 +1,7 @@
 // dreambooth: entry point. Dispatches to the registered subcommands; maps errors to exit codes:
-// 0 success, 1 runtime error (one "error: ..." line), 2 bad command line.
+// 0 success, 1 runtime error (one "error: ..." line), 2 bad command line (README "Exit status").
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -9,6 +10,7 @@
 #include "dreambooth/cli/command.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/core/version.h"
 #include "dreambooth/dist/world.h"
 
 namespace {
@@ -20,16 +22,24 @@ void print_help() {
                "usage: dreambooth <command> [options]     (the same under mpirun or srun)\n\n"
                "commands:\n";
   for (const auto& c : cmds) std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
-  std::cout << "\n'dreambooth <command> --help' explains each command's options.\n";
+  std::cout << "\n'dreambooth <command> --help' explains each command's options; 'dreambooth --version' "
+               "prints the version.\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write past a file-size limit (ulimit -f, Slurm propagating the submit shell's) fails with EFBIG
+  // and an error naming the file, instead of SIGXFSZ killing the rank without a word.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     print_help();
     return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "version")) {
+    std::printf("dreambooth %s\n", db::kVersion);
+    return 0;
   }
   const auto& cmds = db::command_table();
   auto it = std::find_if(cmds.begin(), cmds.end(), [&](const auto& c) { return c.name == argv[1]; });

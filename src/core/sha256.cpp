@@ -55,6 +55,7 @@ void Sha256::update(const void* data, size_t n) {
   DB_CHECK(!done_, "Sha256::update after digest");
   const uint8_t* p = static_cast<const uint8_t*>(data);
   total_ += n;
+  if (n == 0) return;  // data may be null (an empty file's bytes): memcpy(.., nullptr, 0) is UB
   if (buf_len_ > 0) {
     size_t take = std::min(n, 64 - buf_len_);
     std::memcpy(buf_ + buf_len_, p, take);

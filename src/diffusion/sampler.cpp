@@ -107,8 +107,11 @@ std::unique_ptr<Sampler> make_sampler(const std::string& name, const SchedulerCo
   ErrorContext ctx("sampler ", name);
   SchedulerParams p = resolve_scheduler_params(cfg, cls);
   if (opts.sd_pipeline_fixups) {
-    p.steps_offset = 1;
-    p.clip_sample = false;
+    auto in_file = [&](const char* key) {
+      return !cfg.raw.is_object() || (cfg.raw.contains(key) && !cfg.raw[key].is_null());
+    };
+    if (!opts.from_pipeline_config || in_file("steps_offset")) p.steps_offset = 1;
+    if (!opts.from_pipeline_config || in_file("clip_sample")) p.clip_sample = false;
   }
   DB_CHECK(opts.eta >= 0.f, "eta: expected a value >= 0, got ", opts.eta);
   DB_CHECK(opts.eta == 0.f || name == "ddim", "eta: only the ddim sampler uses eta, got ", opts.eta);

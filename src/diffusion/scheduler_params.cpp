@@ -178,12 +178,11 @@ SchedulerParams resolve_scheduler_params(const SchedulerConfig& cfg, const std::
     check_one_of(c, "solver_type", p.solver_type, {"midpoint", "heun"});
     DB_CHECK(p.solver_order >= 1 && p.solver_order <= 3, "scheduler config (", c,
              "): field 'solver_order': expected 1, 2 or 3, got ", p.solver_order);
-    if (r.has("variance_type")) {
-      std::string v;
-      r.get("variance_type", v);
-      throw Error("scheduler config (", c, "): field 'variance_type': '", v,
-                  "' is not supported (only null)");
-    }
+    // DPM-Solver reads variance_type only to drop learned-variance channels; other values (a DDPM
+    // config's fixed_small) are ignored there, as diffusers ignores them.
+    if (p.variance_type == "learned" || p.variance_type == "learned_range")
+      throw Error("scheduler config (", c, "): field 'variance_type': '", p.variance_type,
+                  "' (learned variances) is not supported");
   }
   return p;
 }

@@ -2,7 +2,6 @@
 // place; tensors in device memory are downloaded, reduced and uploaded again (a GPU run uses NCCL).
 #include <mpi.h>
 
-#include <climits>
 #include <vector>
 
 #include "dreambooth/core/error.h"
@@ -36,16 +35,12 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Through dist/world.h: chunked, and bounded by the collective timeout.
   static void reduce(void* data, int64_t n, DType dtype) {
-    const MPI_Datatype type = dtype == DType::F32 ? MPI_FLOAT : MPI_DOUBLE;
-    const size_t esize = dtype_size(dtype);
-    const int64_t kMax = INT_MAX / 2;  // MPI counts are int: large buffers go in chunks
-    for (int64_t off = 0; off < n; off += kMax) {
-      const int cnt = int(std::min(kMax, n - off));
-      const int rc = MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + size_t(off) * esize, cnt, type,
-                                   MPI_SUM, MPI_COMM_WORLD);
-      DB_CHECK(rc == MPI_SUCCESS, "MPI_Allreduce failed (code ", rc, ")");
-    }
+    if (dtype == DType::F32)
+      db::allreduce_sum(static_cast<float*>(data), size_t(n));
+    else
+      db::allreduce_sum(static_cast<double*>(data), size_t(n));
   }
 
   Ops& ops_;

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "dreambooth/core/error.h"
 
@@ -83,6 +85,44 @@ std::string checkpoint_name(int64_t step) {
   return "checkpoint-" + std::to_string(step);
 }
 
+std::vector<std::pair<std::string, uint64_t>> checkpoint_files(const std::string& dir) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    out.emplace_back(fs::relative(e.path(), dir).generic_string(), uint64_t(e.file_size()));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string checkpoint_incomplete_reason(const std::string& dir) {
+  const fs::path root(dir);
+  std::error_code ec;
+  if (!fs::is_regular_file(root / "state.json", ec)) return "state.json is missing";
+  nlohmann::json s;
+  {
+    std::ifstream f(root / "state.json");
+    s = nlohmann::json::parse(f, nullptr, false);
+  }
+  if (s.is_discarded() || !s.is_object()) return "state.json does not parse";
+  if (!s.contains("files")) {  // written before the manifest existed
+    for (const char* need : {"unet", "text_encoder", "optimizer.safetensors"})
+      if (!fs::exists(root / need, ec)) return str_cat(need, " is missing");
+    return "";
+  }
+  const auto& files = s["files"];
+  if (!files.is_object() || files.empty()) return "state.json has no file list";
+  for (const auto& [rel, size] : files.items()) {
+    if (!size.is_number_unsigned()) return str_cat("state.json: bad size of ", rel);
+    const fs::path p = root / rel;
+    if (!fs::is_regular_file(p, ec)) return str_cat(rel, " is missing");
+    const uint64_t have = fs::file_size(p, ec);
+    if (ec || have != size.get<uint64_t>())
+      return str_cat(rel, " has ", have, " bytes, state.json lists ", size.get<uint64_t>());
+  }
+  return "";
+}
+
 std::vector<CheckpointEntry> list_checkpoints(const std::string& out_dir) {
   std::vector<CheckpointEntry> out;
   std::error_code ec;
@@ -90,7 +130,7 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& out_dir) {
   for (const auto& e : fs::directory_iterator(out_dir, ec)) {
     int64_t step = 0;
     if (!e.is_directory() || !parse_checkpoint_name(e.path().filename().string(), &step)) continue;
-    if (!fs::exists(e.path() / "state.json")) continue;  // incomplete: never committed by us
+    if (!checkpoint_incomplete_reason(e.path().string()).empty()) continue;
     out.push_back({step, e.path().string()});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
@@ -98,14 +138,15 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& out_dir) {
 }
 
 std::string resolve_resume(const std::string& out_dir, const std::string& resume) {
-  if (resume == "latest") {
+  if (resume == "latest" || resume == "auto") {
     auto all = list_checkpoints(out_dir);
+    if (all.empty() && resume == "auto") return "";
     DB_CHECK(!all.empty(), "--resume latest: no complete checkpoint-STEP folder in ", out_dir);
     return all.back().path;
   }
   DB_CHECK(fs::is_directory(resume), "--resume ", resume, ": no such checkpoint folder");
-  DB_CHECK(fs::exists(fs::path(resume) / "state.json"), "--resume ", resume,
-           ": not a complete checkpoint (state.json is missing)");
+  const std::string why = checkpoint_incomplete_reason(resume);
+  DB_CHECK(why.empty(), "--resume ", resume, ": not a complete checkpoint (", why, ")");
   return resume;
 }
 

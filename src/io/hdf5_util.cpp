@@ -24,6 +24,10 @@ void init() {
 #if !DB_H5_HAVE_FILE_LOCKING
     ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0);
 #endif
+    // No library shutdown at exit: after a failed write (a full disk) H5Fclose fails and leaves the
+    // file half-closed, and HDF5's atexit handler then dereferences it (SIGSEGV instead of exit 1).
+    // Every file is closed (or removed) by its owner; the OS reclaims the rest.
+    H5dont_atexit();
     H5open();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   });
@@ -40,6 +44,16 @@ std::string last_error() {
   std::string msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, &msg);
   H5Eclear2(H5E_DEFAULT);
+  // The POSIX driver's message spans lines ("file write failed: time = ...\n, filename = ..., errno =
+  // 27, error message = 'File too large', buf = 0x..."): keep the head and the errno text, one line.
+  const std::string key = "error message = '";
+  if (const size_t at = msg.find(key); at != std::string::npos) {
+    const size_t end = msg.find('\'', at + key.size());
+    const std::string head = msg.substr(0, msg.find(':'));
+    msg = head + ": " + msg.substr(at + key.size(), end == std::string::npos ? end : end - at - key.size());
+  }
+  for (char& c : msg)
+    if (c == '\n' || c == '\r') c = ' ';
   return msg;
 }
 

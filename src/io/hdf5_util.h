@@ -10,7 +10,8 @@ namespace db::h5 {
 // HDF5 (serial build) is not thread-safe: hold this around every HDF5 call.
 std::mutex& mutex();
 
-// Once per process: silences HDF5's own error printing (errors become db::Error) and, where
+// Once per process: no HDF5 shutdown at exit (H5dont_atexit: a file whose close failed on a full disk
+// would crash it), silences HDF5's own error printing (errors become db::Error) and, where
 // H5Pset_file_locking is missing (< 1.10.7), sets HDF5_USE_FILE_LOCKING=FALSE before H5open.
 void init();
 

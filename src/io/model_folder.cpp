@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -191,6 +193,37 @@ Tensor load_weights(const std::string& weights, const ParamRegistry& reg) {
     }
   }
   if (failure) std::rethrow_exception(failure);
+  return flat;
+}
+
+void check_finite_weights(const std::string& weights, const ParamRegistry& reg, const Tensor& flat) {
+  const auto& params = reg.params();
+  const float* base = flat.f32();
+  std::vector<int64_t> bad(params.size(), 0), first(params.size(), -1);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t i = 0; i < params.size(); ++i) {
+    const float* p = base + params[i].offset;
+    uint32_t any = 0;  // exponent all ones: NaN or infinity; an integer OR the compiler vectorizes
+    for (int64_t k = 0; k < params[i].numel; ++k) {
+      uint32_t u;
+      std::memcpy(&u, p + k, 4);
+      any |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+    }
+    if (!any) continue;
+    for (int64_t k = 0; k < params[i].numel; ++k)
+      if (!std::isfinite(p[k])) bad[i]++, first[i] = first[i] < 0 ? k : first[i];
+  }
+  for (size_t i = 0; i < params.size(); ++i)
+    if (bad[i] > 0)
+      throw Error(weights, ": tensor ", params[i].name, " holds ", bad[i],
+                  " non-finite value(s) (first: ", base[params[i].offset + first[i]], " at element ",
+                  first[i], "); the weights are damaged (a diverged or corrupted save?)");
+}
+
+Tensor ModelFolder::load(Component c, const ParamRegistry& reg) const {
+  const std::string path = weight_files(c).path;
+  Tensor flat = load_weights(path, reg);
+  check_finite_weights(path, reg, flat);
   return flat;
 }
 

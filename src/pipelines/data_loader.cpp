@@ -12,6 +12,7 @@
 
 #include "dreambooth/core/error.h"
 #include "dreambooth/core/philox.h"
+#include "dreambooth/core/sha256.h"
 #include "dreambooth/io/image.h"
 #include "dreambooth/io/image_transform.h"
 #include "dreambooth/io/shard_set.h"
@@ -96,7 +97,13 @@ struct DataLoader::Impl {
       b.sample[size_t(s)] = idx;
       int64_t local = 0;
       const ShardReader& rd = set.reader(idx, &local);
-      rd.read_prompt_ids(local, b.prompt_ids.data<int32_t>() + size_t(s) * kShardPromptLength);
+      int32_t* ids = b.prompt_ids.data<int32_t>() + size_t(s) * kShardPromptLength;
+      rd.read_prompt_ids(local, ids);
+      if (opt.vocab_size > 0)
+        for (int t = 0; t < kShardPromptLength; ++t)
+          DB_CHECK(ids[t] >= 0 && ids[t] < opt.vocab_size, "shard ", rd.path(), ": sample ", local,
+                   ": prompt_ids[", t, "] = ", ids[t], " is outside the text encoder's vocabulary [0, ",
+                   opt.vocab_size, ")");
       if (latents) {
         const size_t e = size_t(rd.latent_elems_per_sample());
         rd.read_latents(local, b.latent_mean.f32() + size_t(s) * e, b.latent_logvar.f32() + size_t(s) * e);
@@ -219,6 +226,26 @@ int64_t DataLoader::instance_count() const {
 }
 int64_t DataLoader::class_count() const {
   return impl_->cls ? impl_->cls->size() : 0;
+}
+
+std::string data_fingerprint(const std::vector<std::string>& instance,
+                             const std::vector<std::string>& class_data) {
+  Sha256 h;
+  auto add_set = [&](const std::vector<std::string>& specs, const char* what) {
+    h.update(str_cat(what, "\n"));
+    if (specs.empty()) return;
+    const ShardSet set = ShardSet::open(specs, what);
+    h.update(str_cat(set.size(), " ", set.resolution(), " ", set.tokenizer_fingerprint(), " ",
+                     set.has_latents() ? set.vae_fingerprint() : std::string(), "\n"));
+    for (int64_t i = 0; i < set.size(); ++i) {
+      int64_t local = 0;
+      const ShardReader& r = set.reader(i, &local);
+      h.update(r.meta().prompt + "\n" + r.sha256(local) + "\n");
+    }
+  };
+  add_set(instance, "instance data");
+  add_set(class_data, "class data");
+  return h.hex_digest();
 }
 
 }  // namespace db

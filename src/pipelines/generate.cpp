@@ -300,6 +300,7 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
   SamplerOptions sopts;
   sopts.eta = o.eta;
   sopts.sd_pipeline_fixups = true;
+  sopts.from_pipeline_config = !o.scheduler.empty();
   if (o.eta != 0.f && sname != "ddim")
     throw UsageError("generate: --eta applies to the ddim scheduler only (got --scheduler " + sname + ")");
   make_sampler(sname, scfg, sopts)->set_timesteps(o.steps);  // fails early on a bad step count

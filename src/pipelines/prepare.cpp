@@ -105,6 +105,31 @@ std::string prepare_shard_path(const std::string& out, int rank, int world_size)
   return stem + buf;
 }
 
+// Shards of `out` written by another rank count (stem-RRRRR-of-MMMMM.h5 with MMMMM != world_size, or
+// `out` itself when world_size > 1): a folder or glob of shards would read both sets.
+static std::vector<std::string> other_shard_sets(const std::string& out, int world_size) {
+  std::vector<std::string> found;
+  const fs::path parent = fs::path(out).parent_path().empty() ? fs::path(".") : fs::path(out).parent_path();
+  std::string stem = fs::path(out).filename().string();
+  if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".h5") == 0) stem.resize(stem.size() - 3);
+  std::error_code ec;
+  if (world_size > 1 && fs::is_regular_file(out, ec)) found.push_back(out);
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string rest =
+        name.size() > stem.size() + 1 && name.compare(0, stem.size() + 1, stem + "-") == 0
+            ? name.substr(stem.size() + 1)
+            : "";
+    // "RRRRR-of-MMMMM.h5"
+    if (rest.size() != 17 || rest.compare(5, 4, "-of-") != 0 || rest.compare(14, 3, ".h5") != 0) continue;
+    const std::string r = rest.substr(0, 5), m = rest.substr(9, 5);
+    if (!std::all_of(r.begin(), r.end(), ::isdigit) || !std::all_of(m.begin(), m.end(), ::isdigit)) continue;
+    if (std::stoi(m) != world_size || world_size == 1) found.push_back((parent / name).string());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 int model_default_resolution(const std::string& model_dir) {
   const ModelFolder m = ModelFolder::open(model_dir);
   return m.unet.sample_size * m.vae.downscale_factor();
@@ -147,6 +172,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
   std::unique_ptr<LatentEncoder> encoder;
   std::unique_ptr<ShardWriter> writer;
   std::string err;
+  std::vector<std::string> other_sets;  // shards of another rank count (removed with --overwrite)
   try {
     DB_CHECK(!opt.out.empty(), "--out is empty");
     DB_CHECK(opt.resolution >= 0, "resolution ", opt.resolution, " is negative");
@@ -166,6 +192,10 @@ PrepareResult prepare(const PrepareOptions& opt) {
       DB_CHECK(opt.overwrite, "output ", p, " already exists (use --overwrite to replace it)");
       DB_CHECK(!fs::is_directory(p, ec), "output ", p, " is a folder");
     }
+    other_sets = other_shard_sets(opt.out, nranks);
+    DB_CHECK(other_sets.empty() || opt.overwrite, "output ", opt.out, ": ", other_sets.front(),
+             " exists, a shard set written by another number of ranks (use --overwrite to replace it, or "
+             "another --out)");
 
     const fs::path tok_dir = fs::path(opt.model_dir) / "tokenizer";
     DB_CHECK(fs::is_directory(opt.model_dir, ec), "model folder ", opt.model_dir, " does not exist");
@@ -185,8 +215,7 @@ PrepareResult prepare(const PrepareOptions& opt) {
         opt.resolution > 0 ? opt.resolution : model.unet.sample_size * model.vae.downscale_factor();
     meta.crop = opt.crop == CropMode::Center ? "center" : "random";
     meta.prompt = opt.prompt;
-    meta.tokenizer_fingerprint =
-        sha256_files_hex({(tok_dir / "vocab.json").string(), (tok_dir / "merges.txt").string()});
+    meta.tokenizer_fingerprint = tokenizer_fingerprint(tok_dir.string(), tok);
     meta.created_by = std::string("dreambooth ") + kVersion;
     if (opt.latents) {
       encoder = opt.latent_encoder_factory ? opt.latent_encoder_factory()
@@ -325,6 +354,10 @@ PrepareResult prepare(const PrepareOptions& opt) {
   }
   res.seconds = seconds_since(t0);
   if (rank == 0) {
+    for (const auto& p : other_sets) {  // --overwrite: the old set of another rank count goes too
+      std::error_code ec;
+      if (fs::remove(p, ec)) log_info("prepare: removed ", p, " (a shard set of another rank count)");
+    }
     char rate[32];
     std::snprintf(rate, sizeof rate, "%.1f", res.seconds > 0 ? double(res.images_total) / res.seconds : 0.0);
     log_info(

@@ -1,6 +1,7 @@
 #include "dreambooth/pipelines/train.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,17 +16,21 @@
 
 #include "dreambooth/backend/device.h"
 #include "dreambooth/core/log.h"
+#include "dreambooth/core/stop_signal.h"
 #include "dreambooth/core/version.h"
 #include "dreambooth/diffusion/noise_schedule.h"
 #include "dreambooth/dist/communicator.h"
 #include "dreambooth/dist/world.h"
 #include "dreambooth/io/checkpoint_dir.h"
 #include "dreambooth/io/model_folder.h"
+#include "dreambooth/io/out_lock.h"
 #include "dreambooth/io/safetensors.h"
 #include "dreambooth/models/vae.h"
 #include "dreambooth/pipelines/data_loader.h"
 #include "dreambooth/pipelines/generate.h"
+#include "dreambooth/pipelines/metrics_log.h"
 #include "dreambooth/pipelines/train_step.h"
+#include "train_checks.h"
 
 namespace fs = std::filesystem;
 
@@ -74,7 +79,10 @@ void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const Trai
   }
   write_safetensors(dir.path() + "/optimizer.safetensors", moments,
                     {{"adam_step", std::to_string(st.adam_step)}});
-  write_json_file(dir.path() + "/state.json", state);  // the marker: written last
+  nlohmann::json marker = state;
+  marker["files"] = nlohmann::json::object();  // what a complete checkpoint holds (checkpoint_dir.h)
+  for (const auto& [rel, size] : checkpoint_files(dir.path())) marker["files"][rel] = size;
+  write_json_file(dir.path() + "/state.json", marker);  // the marker: written last
   dir.commit();
 }
 
@@ -92,7 +100,9 @@ void read_flat(Ops& ops, const SafetensorsFile& f, const std::string& name, Tens
 }
 
 void upload_weights(Ops& ops, const std::string& dir, Component c, ModelBuffers& b) {
-  const Tensor host = load_weights(find_weight_files(dir, c).path, b.reg);
+  const std::string path = find_weight_files(dir, c).path;
+  const Tensor host = load_weights(path, b.reg);
+  check_finite_weights(path, b.reg, host);
   ops.upload(host.raw(), b.master);
   ops.synchronize();
   b.refresh_working(ops);
@@ -145,23 +155,122 @@ void write_pipeline(Ops& ops, const std::string& out, const TrainState& st, cons
 
 // ---- metrics ----
 
-// On resume, drop lines of steps after the checkpoint (an interrupted run may have logged them).
-void trim_metrics(const std::string& path, int64_t keep_through_step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).at("step").get<int64_t>() > keep_through_step) continue;
-    } catch (...) {
-      continue;  // a torn last line
-    }
-    kept += line + "\n";
+// The options a resumed run must share with the checkpoint's run to continue it exactly (state.json
+// "options"). --max-steps may change (to extend a run); --gradient-checkpointing gives identical
+// gradients either way.
+// A float option as the shortest decimal that reads back as it ("0.0001", not 9.999999747378752e-05).
+double shortest(float v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
+
+nlohmann::json key_options(const TrainOptions& o) {
+  return {{"lr", shortest(o.lr)},
+          {"lr_scheduler", o.lr_scheduler},
+          {"lr_warmup_steps", o.lr_warmup_steps},
+          {"adam_beta1", o.adam_beta1},
+          {"adam_beta2", o.adam_beta2},
+          {"adam_epsilon", o.adam_epsilon},
+          {"weight_decay", o.weight_decay},
+          {"max_grad_norm", shortest(o.max_grad_norm)},
+          {"prior_loss_weight", shortest(o.prior_loss_weight)},
+          {"snr_gamma", shortest(o.snr_gamma)},
+          {"offset_noise", o.offset_noise},
+          {"train_text_encoder", o.train_text_encoder},
+          {"use_cached_latents", o.use_cached_latents}};
+}
+
+struct RunIdentity {
+  std::string model_fp, data_fp;
+};
+
+// What differs between the checkpoint's run (state.json) and this one; empty when it may resume.
+std::vector<std::string> resume_differences(const nlohmann::json& s, const TrainOptions& o, const World& w,
+                                            const RunIdentity& id) {
+  std::vector<std::string> d;
+  if (s.at("seed").get<uint64_t>() != o.seed)
+    d.push_back(str_cat("seed: checkpoint ", s.at("seed"), ", --seed ", o.seed));
+  const int64_t gb = s.at("batch_size").get<int64_t>() * s.at("world_size").get<int64_t>();
+  if (gb != int64_t(o.batch_size) * w.size)
+    d.push_back(str_cat("global batch (batch_size x world_size): checkpoint ", gb, ", this run ",
+                        int64_t(o.batch_size) * w.size));
+  if (s.at("gradient_accumulation_steps").get<int>() != o.gradient_accumulation_steps)
+    d.push_back(str_cat("gradient_accumulation_steps: checkpoint ", s.at("gradient_accumulation_steps"),
+                        ", this run ", o.gradient_accumulation_steps));
+  if (s.contains("model_fingerprint") && s["model_fingerprint"] != id.model_fp)
+    d.push_back(str_cat("model: checkpoint trained from ", s.value("model", std::string("?")),
+                        " (fingerprint ", s["model_fingerprint"].get<std::string>().substr(0, 16),
+                        "...), --model ", o.model, " has fingerprint ", id.model_fp.substr(0, 16), "..."));
+  if (s.contains("data_fingerprint") && s["data_fingerprint"] != id.data_fp)
+    d.push_back(str_cat("data: the instance/class shards differ from the checkpoint's (fingerprint ",
+                        s["data_fingerprint"].get<std::string>().substr(0, 16), "..., now ",
+                        id.data_fp.substr(0, 16), "...)"));
+  if (s.contains("options")) {
+    const nlohmann::json now = key_options(o);
+    for (const auto& [k, v] : now.items())
+      if (s["options"].contains(k) && s["options"][k] != v)
+        d.push_back(str_cat(k, ": checkpoint ", s["options"][k].dump(), ", this run ", v.dump()));
   }
-  in.close();
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << kept;
-  fs::rename(tmp, path);
+  return d;
+}
+
+// state.json of a checkpoint (train.h), less the file list write_checkpoint adds.
+nlohmann::json checkpoint_state(const TrainOptions& o, int64_t step, const DataCursor& c, int64_t adam_step,
+                                int64_t consecutive_bad, const LrSchedule& lr, const World& w,
+                                const RunIdentity& id) {
+  return {{"version", kStateVersion},
+          {"step", step},
+          {"data_cursor", {{"epoch", c.epoch}, {"position", c.position}}},
+          {"seed", o.seed},
+          {"adam_step", adam_step},
+          {"consecutive_nonfinite", consecutive_bad},
+          {"lr_scheduler",
+           {{"name", lr.name},
+            {"base_lr", lr.base_lr},
+            {"warmup_steps", lr.warmup_steps},
+            {"total_steps", lr.total_steps}}},
+          {"world_size", w.size},
+          {"batch_size", o.batch_size},
+          {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+          {"train_text_encoder", o.train_text_encoder},
+          {"model", o.model},
+          {"model_fingerprint", id.model_fp},
+          {"data_fingerprint", id.data_fp},
+          {"options", key_options(o)},
+          {"dreambooth_version", std::string(kVersion)}};
+}
+
+// Restores the process-wide settings run_train changes (tests run it in one process).
+struct RunScope {
+  double timeout = collective_timeout();
+  ~RunScope() {
+    set_collective_timeout(timeout);
+    remove_stop_handlers();
+  }
+};
+
+// Rank 0 takes the lock on OUT; every rank learns the outcome, and all fail together when it is held.
+OutLock lock_out(const std::string& out, const World& w) {
+  OutLock lock;
+  int status = 0;  // 0 locked, 1 held by another run, 2 other error
+  std::string msg;
+  if (w.is_root()) {
+    try {
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      if (ec) throw Error(out, ": cannot create the output folder: ", ec.message());
+      lock = OutLock(out);
+    } catch (const OutLockHeld& e) {
+      status = 1, msg = e.what();
+    } catch (const std::exception& e) {
+      status = 2, msg = e.what();
+    }
+  }
+  broadcast(&status, sizeof status);
+  if (status == 1) throw UsageError("train: " + msg);
+  if (status == 2) throw AgreedError(msg, w.is_root());
+  return lock;
 }
 
 std::string validation_dir(const std::string& out, int64_t step) {
@@ -203,7 +312,32 @@ TrainResult run_train(const TrainOptions& o) {
   DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,
            "train: --save-dtype must be fp32, fp16 or bf16 (got ", o.save_dtype, ")");
 
+  DB_CHECK(o.collective_timeout >= 0 && std::isfinite(o.collective_timeout),
+           "train: --collective-timeout must be >= 0 seconds (got ", o.collective_timeout, ")");
+  check_out_not_model(o.out, o.model);
+  RunScope scope;
+  set_collective_timeout(o.collective_timeout);
+  install_stop_handlers();  // from here a SIGTERM / SIGUSR1 stops at a step boundary (kExitStopped)
+
   const ModelFolder base = ModelFolder::open(o.model);
+  check_trainable_model(base);
+  const OutLock lock = lock_out(o.out, w);
+  if (o.resume.empty()) {
+    const auto old = list_checkpoints(o.out);
+    if (!old.empty() && !o.overwrite)
+      throw UsageError(
+          str_cat("train: --out ", o.out, " holds checkpoints of an earlier run (",
+                  fs::path(old.back().path).filename().string(),
+                  "): continue it with --resume latest (or auto), start afresh with --overwrite, "
+                  "or choose another --out"));
+    if (!old.empty() && w.is_root())
+      for (const auto& c : old) {
+        fs::remove_all(c.path);
+        log_warn("train: --overwrite: removed ", c.path, " of an earlier run");
+      }
+    barrier();
+  }
+  const RunIdentity id{model_fingerprint(o.model), data_fingerprint(o.instance, o.class_data)};
   const NoiseSchedule sched(base.scheduler);
   const std::unique_ptr<Ops> ops = make_ops(o.device);
   const std::unique_ptr<Communicator> comm = make_mpi_communicator(*ops);
@@ -213,19 +347,21 @@ TrainResult run_train(const TrainOptions& o) {
   int64_t step = 0, consecutive_bad = 0;
   DataCursor cursor;
   std::string resumed_from;
-  if (!o.resume.empty()) {
-    resumed_from = resolve_resume(o.out, o.resume);
+  if (!o.resume.empty()) resumed_from = resolve_resume(o.out, o.resume);
+  if (!resumed_from.empty()) {
     const nlohmann::json s = read_json_file(resumed_from + "/state.json");
     try {
       DB_CHECK(s.at("version").get<int>() == kStateVersion, resumed_from, "/state.json: version ",
                s.at("version"), ", this build reads ", kStateVersion);
-      DB_CHECK(s.at("seed").get<uint64_t>() == o.seed, resumed_from, "/state.json: seed ", s.at("seed"),
-               " differs from --seed ", o.seed, " (the draws would not continue the run)");
-      const int64_t gb = s.at("batch_size").get<int64_t>() * s.at("world_size").get<int64_t>();
-      DB_CHECK(gb == int64_t(o.batch_size) * w.size, resumed_from, "/state.json: global batch ", gb,
-               " (batch_size x world_size) differs from this run's ", int64_t(o.batch_size) * w.size);
-      DB_CHECK(s.at("gradient_accumulation_steps").get<int>() == o.gradient_accumulation_steps, resumed_from,
-               "/state.json: gradient_accumulation_steps differs from this run's");
+      const std::vector<std::string> diffs = resume_differences(s, o, w, id);
+      if (!diffs.empty()) {
+        std::string all;
+        for (const auto& d : diffs) all += (all.empty() ? "" : "; ") + d;
+        throw AgreedError(str_cat("train: cannot resume from ", resumed_from, ", this run differs: ", all,
+                                  " (resume with the checkpoint's model, data and options, or train into "
+                                  "another --out)"),
+                          w.is_root());
+      }
       step = s.at("step").get<int64_t>();
       cursor.epoch = s.at("data_cursor").at("epoch").get<int64_t>();
       cursor.position = s.at("data_cursor").at("position").get<int64_t>();
@@ -234,8 +370,13 @@ TrainResult run_train(const TrainOptions& o) {
     } catch (const nlohmann::json::exception& e) {
       throw Error(resumed_from, "/state.json: ", e.what());
     }
+    if (o.max_steps > 0 && o.max_steps < step)  // the same on every rank: all exit 2 together
+      throw UsageError(str_cat("train: --max-steps ", o.max_steps, " is below the step of the checkpoint ",
+                               resumed_from, " (", step, "); resume with --max-steps >= ", step));
     load_checkpoint(*ops, resumed_from, st);
-    log_info("train: resumed from ", resumed_from, " at step ", step);
+    if (w.is_root()) log_info("train: resumed from ", resumed_from, " at step ", step);
+  } else if (o.resume == "auto" && w.is_root()) {
+    log_info("train: --resume auto: no checkpoint in ", o.out, ", starting from step 0");
   }
   // All ranks must agree on where they are.
   for (const int64_t v : {step, cursor.epoch, cursor.position, st.adam_step}) {
@@ -253,7 +394,9 @@ TrainResult run_train(const TrainOptions& o) {
   lo.seed = o.seed;
   lo.use_latents = o.use_cached_latents;
   lo.start = cursor;
+  lo.vocab_size = base.text_encoder.vocab_size;
   DataLoader loader(lo);
+  check_data_matches_model(base, loader, o.instance.size() == 1 ? o.instance[0] : o.instance[0] + " ...");
   const int accum = o.gradient_accumulation_steps;
   DB_CHECK(loader.batches_per_epoch() >= 1, "train: ", loader.examples_per_epoch(),
            " examples make no full global batch of ", loader.global_batch(), " (batch size ", o.batch_size,
@@ -288,16 +431,19 @@ TrainResult run_train(const TrainOptions& o) {
   };
 
   const std::string metrics_path = o.metrics.empty() ? o.out + "/metrics.jsonl" : o.metrics;
-  std::ofstream metrics;
+  MetricsLog metrics;
   if (w.is_root()) {
-    fs::create_directories(o.out);
     fs::remove(o.out + "/model_index.json");  // OUT is not a finished pipeline until this run ends
-    if (resumed_from.empty())
-      std::ofstream(metrics_path, std::ios::trunc);
-    else
-      trim_metrics(metrics_path, step);
-    metrics.open(metrics_path, std::ios::app);
-    DB_CHECK(metrics.good(), metrics_path, ": cannot open the metrics file for writing");
+    if (!resumed_from.empty()) {
+      const MetricsTrim t = truncate_metrics(metrics_path, step);
+      if (t.bytes_cut > 0)
+        log_info("train: ", metrics_path, ": kept ", t.lines_kept, " lines through step ", t.last_step,
+                 ", removed ", t.bytes_cut, " bytes logged after the checkpoint");
+      if (t.last_step < step && fs::is_regular_file(metrics_path))
+        log_warn("train: ", metrics_path, " ends at step ", t.last_step, " but the checkpoint is at step ",
+                 step, " (a different --metrics file?); steps in between are not in it");
+    }
+    metrics = MetricsLog(metrics_path, resumed_from.empty());
     log_info("train: ", loader.instance_count(), " instance / ", loader.class_count(), " class samples, ",
              loader.examples_per_epoch(), " examples per epoch, global batch ", loader.global_batch(),
              " pairs x ", accum, " accumulation, ", w.size, " rank(s), steps ", step, " -> ", total,
@@ -420,7 +566,7 @@ TrainResult run_train(const TrainOptions& o) {
                           {"rss_mb", rss_mb()},
                           {"mem_peak_mb", double(mem.peak) / (1 << 20)},
                           {"mem_reserved_mb", double(mem.reserved) / (1 << 20)}};
-      metrics << m.dump() << "\n" << std::flush;
+      metrics.append_line(m.dump());
       const double t = now_s();
       if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total ||
           step == res.start_step + 1) {
@@ -434,35 +580,33 @@ TrainResult run_train(const TrainOptions& o) {
             hms(ema_step * double(total - step)).c_str());
       }
     }
-    if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && consecutive_bad > 0) {
+    // A signal on any rank stops every rank here (one tiny all-reduce per step); on the last step the
+    // run just finishes.
+    const bool stopping = any_rank(stop_requested()) && step < total;
+    const bool due = o.checkpoint_every > 0 && step % o.checkpoint_every == 0;
+    if (due && consecutive_bad > 0 && !stopping) {
       if (w.is_root())
         log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
-    } else if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) {
+    } else if (due || stopping) {
       if (w.is_root()) {
-        const DataCursor c = loader.cursor();
-        nlohmann::json s = {{"version", kStateVersion},
-                            {"step", step},
-                            {"data_cursor", {{"epoch", c.epoch}, {"position", c.position}}},
-                            {"seed", o.seed},
-                            {"adam_step", st.adam_step},
-                            {"consecutive_nonfinite", consecutive_bad},
-                            {"lr_scheduler",
-                             {{"name", so.lr.name},
-                              {"base_lr", so.lr.base_lr},
-                              {"warmup_steps", so.lr.warmup_steps},
-                              {"total_steps", so.lr.total_steps}}},
-                            {"world_size", w.size},
-                            {"batch_size", o.batch_size},
-                            {"gradient_accumulation_steps", accum},
-                            {"train_text_encoder", o.train_text_encoder},
-                            {"model", o.model},
-                            {"dreambooth_version", std::string(kVersion)}};
+        metrics.sync();  // the log on disk reaches at least every checkpoint's step
+        const nlohmann::json s =
+            checkpoint_state(o, step, loader.cursor(), st.adam_step, consecutive_bad, so.lr, w, id);
         write_checkpoint(*ops, o.out, step, st, base, s);
         for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
           log_info("train: removed ", p);
         log_info("train: wrote ", o.out, "/", checkpoint_name(step));
       }
       barrier();
+    }
+    if (stopping) {
+      if (w.is_root())
+        log_warn("train: stopped by a signal after step ", step, "; ", o.out, "/", checkpoint_name(step),
+                 " written (continue with --resume auto)");
+      res.end_step = step;
+      res.stopped = true;
+      res.checkpoint = o.out + "/" + checkpoint_name(step);
+      return res;
     }
     if (validate && (step % o.validation_every == 0 || step == total)) run_validation(step);
     if (o.stop_after > 0 && step >= o.stop_after) {
@@ -472,6 +616,7 @@ TrainResult run_train(const TrainOptions& o) {
   }
   res.end_step = step;
   if (w.is_root()) {
+    metrics.sync();
     write_pipeline(*ops, o.out, st, base, save_dtype);
     log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");

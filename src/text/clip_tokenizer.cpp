@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dreambooth/core/error.h"
+#include "dreambooth/core/sha256.h"
 #include "dreambooth/text/clip_bytes.h"
 
 namespace db {
@@ -569,6 +570,21 @@ std::string ClipTokenizer::decode(const std::vector<int32_t>& ids, bool skip_spe
   }
   size_t b = text.find_first_not_of(' '), e = text.find_last_not_of(' ');
   return b == std::string::npos ? std::string() : text.substr(b, e - b + 1);
+}
+
+std::string tokenizer_fingerprint(const std::string& dir, const ClipTokenizer& tok) {
+  const std::filesystem::path d(dir);
+  Sha256 h;
+  for (const char* name : {"vocab.json", "merges.txt"}) {
+    const std::string path = (d / name).string();
+    std::ifstream in(path, std::ios::binary);
+    DB_CHECK(in, "cannot read ", path);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    h.update(bytes.str());
+  }
+  h.update(str_cat("\npad_id=", tok.pad_id(), "\nmodel_max_length=", tok.model_max_length(), "\n"));
+  return h.hex_digest();
 }
 
 }  // namespace db

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Slurm in CI: starts munged, slurmctld and slurmd on this machine (one node), submits
 # jobs/train.sbatch with sd1-tiny on 2 ranks via `sbatch --wait`, checks the exit code and the outputs,
+# stops a second train.sbatch job with USR1 and checks that it requeues itself and finishes,
 # then runs jobs/scaling.sbatch on 1 and 2 workers (1 run, 2 steps) and checks its CSV and table.
 # The daemons are stopped by pid whatever happens. Needs root, slurm-wlm and munge (jobs/setup.sh).
 # Usage: tests/slurm/test_train_sbatch.sh [BUILD_DIR]
@@ -47,6 +48,35 @@ rc=0; "$DB" compare "$data/model-orig" "$out" --json > "$tmp/cmp.json" 2> "$tmp/
   fail "compare base tuned: exit $rc (want 1: folders differ), $(head -c 300 "$tmp/cmp.err")"
 jq -e '.components.unet.max_rel_l2 > 0' "$tmp/cmp.json" > /dev/null || fail "tuned model: UNet unchanged"
 jq -e '.components.vae.max_abs == 0' "$tmp/cmp.json" > /dev/null || fail "tuned model: VAE changed"
+
+# Stop and requeue (issue 16 item 1): USR1 to the job's tasks mid-run (what --signal=USR1@120 sends
+# before the time limit) -> train checkpoints and exits 3 -> the script requeues the job -> the rerun
+# resumes with --resume auto and finishes. Slurm delays a requeued job's start (Reason=BeginTime);
+# the test releases it at once.
+rq=$data/requeued
+DATA_PREFIX=$data TUNED_MODEL_DIR=$rq MAX_STEPS=40 CHECKPOINT_EVERY=1000 DREAMBOOTH=$DB \
+  sbatch --parsable --ntasks=2 --chdir="$repo" --output="$tmp/requeue.out" --open-mode=append \
+  "$repo/jobs/train.sbatch" > "$tmp/requeue.id" || fail "sbatch (requeue)"
+id=$(cat "$tmp/requeue.id")
+for _ in $(seq 600); do [ -f "$rq/metrics.jsonl" ] && [ "$(wc -l < "$rq/metrics.jsonl")" -ge 3 ] && break; sleep 0.1; done
+scancel --signal=USR1 "$id" || fail "scancel --signal=USR1"
+released=0
+for _ in $(seq 120); do
+  info=$(scontrol show job "$id" 2> /dev/null || true)
+  [ -z "$(squeue -h -j "$id" -o %T 2> /dev/null)" ] && break
+  if [ $released = 0 ] && [[ "$info" == *"Restarts=1"* ]] && [[ "$info" == *"JobState=PENDING"* ]]; then
+    scontrol update JobId="$id" StartTime=now && released=1
+  fi
+  sleep 1
+done
+[ -z "$(squeue -h -j "$id" -o %T 2> /dev/null)" ] || fail "the requeued job did not finish in 120 s"
+grep -q "stopped by a signal after step" "$tmp/requeue.out" || fail "train did not stop on USR1"
+grep -q "requeueing job $id" "$tmp/requeue.out" || fail "train.sbatch did not requeue after exit 3"
+grep -q "resumed from .*checkpoint-" "$tmp/requeue.out" || fail "the requeued run did not resume"
+[ -f "$rq/model_index.json" ] || fail "the requeued run wrote no pipeline"
+[ "$(sed 's/.*"step":\([0-9]*\).*/\1/' "$rq/metrics.jsonl" | tr '\n' ' ')" = "$(seq -s ' ' 1 40) " ] ||
+  fail "metrics.jsonl after stop and requeue: steps $(sed 's/.*"step":\([0-9]*\).*/\1/' "$rq/metrics.jsonl" | tr '\n' ' ')"
+echo "train.sbatch: USR1 -> checkpoint, exit 3, requeue, --resume auto -> finished (steps 1..40 logged once)"
 
 DATA_PREFIX=$data WORKERS="1 2" RUNS=1 MAX_STEPS=2 RESULTS=$tmp/scaling DREAMBOOTH=$DB \
   sbatch --wait --ntasks=2 --chdir="$repo" --output="$tmp/scaling.out" "$repo/jobs/scaling.sbatch" > /dev/null ||

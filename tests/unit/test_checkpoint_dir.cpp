@@ -19,7 +19,11 @@ namespace {
 void write_checkpoint(const fs::path& out, int64_t step, const std::string& payload) {
   AtomicDir dir((out / checkpoint_name(step)).string());
   std::ofstream(fs::path(dir.path()) / "weights.bin") << payload;
-  std::ofstream(fs::path(dir.path()) / "state.json") << "{\"step\": " << step << "}";
+  std::string files;
+  for (const auto& [rel, size] : checkpoint_files(dir.path()))
+    files += (files.empty() ? "\"" : ", \"") + rel + "\": " + std::to_string(size);
+  std::ofstream(fs::path(dir.path()) / "state.json")
+      << "{\"step\": " << step << ", \"files\": {" << files << "}}";
   dir.commit();
 }
 
@@ -86,4 +90,30 @@ TEST(Checkpoint, KillDuringWriteLeavesPreviousUsable) {
   // The killed writer's temporary folder is cleaned up by the next prune.
   auto removed = prune_checkpoints(out.string(), 0);
   EXPECT_EQ(removed.size(), 1u);
+}
+
+// Complete means every file the manifest lists is there with its size (issue 16): a folder with only
+// state.json, or with a truncated file, is not a checkpoint, and "auto" starts fresh without one.
+TEST(Checkpoint, CompleteOnlyWithEveryListedFile) {
+  const db::test::TempDir t("ckpt_complete");
+  const fs::path out = t.path;
+  EXPECT_EQ(resolve_resume(out.string(), "auto"), "");
+  write_checkpoint(out, 2, "two");
+  write_checkpoint(out, 4, "four");
+  EXPECT_EQ(resolve_resume(out.string(), "auto"), (out / "checkpoint-4").string());
+  std::ofstream(out / "checkpoint-4" / "weights.bin", std::ios::trunc) << "fo";  // truncated
+  EXPECT_NE(checkpoint_incomplete_reason((out / "checkpoint-4").string()).find("weights.bin has 2 bytes"),
+            std::string::npos);
+  EXPECT_EQ(resolve_resume(out.string(), "latest"), (out / "checkpoint-2").string());
+  EXPECT_THROW(resolve_resume(out.string(), (out / "checkpoint-4").string()), Error);
+  fs::create_directories(out / "checkpoint-6");
+  std::ofstream(out / "checkpoint-6" / "state.json") << "{\"step\": 6, \"files\": {\"unet/x\": 3}}";
+  EXPECT_EQ(checkpoint_incomplete_reason((out / "checkpoint-6").string()), "unet/x is missing");
+  fs::create_directories(out / "checkpoint-8");
+  std::ofstream(out / "checkpoint-8" / "state.json") << "{\"step\": 8}";  // no manifest, no files
+  EXPECT_EQ(checkpoint_incomplete_reason((out / "checkpoint-8").string()), "unet is missing");
+  std::ofstream(out / "checkpoint-8" / "state.json", std::ios::trunc) << "{\"step\": ";  // torn
+  EXPECT_EQ(checkpoint_incomplete_reason((out / "checkpoint-8").string()), "state.json does not parse");
+  ASSERT_EQ(list_checkpoints(out.string()).size(), 1u);
+  EXPECT_EQ(resolve_resume(out.string(), "auto"), (out / "checkpoint-2").string());
 }

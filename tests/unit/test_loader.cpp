@@ -366,6 +366,27 @@ TEST(Loader, MismatchedShardsFailWithOneLineNamingTheFile) {
            "fewer than one global batch of 6");
 }
 
+// A token id outside the text encoder's vocabulary (a damaged or foreign shard) fails naming the shard
+// and the sample, not deep inside the embedding lookup (issue 16 item 7).
+TEST(Loader, TokenIdsOutsideTheVocabularyNameShardAndSample) {
+  Fixture f(5, 12);
+  write_shard(f.t / "bad.h5", "class", iota(12, 100), ShardSpec{4, false, "tok-a", "", 49408});
+  DataLoaderOptions o = opts(f.t / "inst.h5", f.t / "bad.h5", 1);
+  o.vocab_size = 49408;
+  DataLoader dl(o);
+  const std::string e = error_of([&] { dl.next(); });
+  EXPECT_NE(e.find("bad.h5: sample "), std::string::npos) << e;
+  EXPECT_NE(e.find("prompt_ids[1] = 49408 is outside the text encoder's vocabulary [0, 49408)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  // In range: the same loader settings on good data read every batch of an epoch.
+  o = opts(f.t / "inst.h5", f.t / "class", 1);
+  o.vocab_size = 49408;
+  DataLoader good(o);
+  for (int i = 0; i < 12; ++i) EXPECT_NO_THROW(good.next());
+}
+
 TEST(Loader, ReportsTimeWaitedForData) {
   Fixture f(5, 12);
   DataLoader dl(opts(f.t / "inst.h5", f.t / "class", 1));

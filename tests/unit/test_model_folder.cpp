@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "dreambooth/core/error.h"
@@ -205,6 +206,28 @@ TEST(ModelFolder, PickleOnlyFolderSaysConvert) {
   fs::remove(unet / "diffusion_pytorch_model.bin");
   m = error_of([&] { find_weight_files(unet.string(), Component::UNet); });
   EXPECT_NE(m.find("no weights file"), std::string::npos) << m;
+}
+
+// A NaN or infinity in the weights fails the load generate, prepare and train use, naming the file and
+// the tensor (issue 16 item 7: a black image with exit 0 before).
+TEST(ModelFolder, NonFiniteWeightsFailNamingTheTensor) {
+  TempDir dir("nan");
+  RandomModelOptions o;
+  o.preset = "sd1-tiny";
+  o.dir = (dir.path / "model").string();
+  write_random_model(o);
+  ModelFolder m = ModelFolder::open(o.dir);
+  ParamRegistry reg = m.registry(Component::UNet);
+  Tensor w = m.load(Component::UNet, reg);
+  const ParamInfo& p = reg.params().at(reg.params().size() / 2);
+  w.f32()[p.offset + 1] = std::numeric_limits<float>::quiet_NaN();
+  w.f32()[p.offset + 2] = std::numeric_limits<float>::infinity();
+  const std::string file = m.weight_files(Component::UNet).path;
+  save_weights(file, reg, w, DType::F32);
+  const std::string err = error_of([&] { m.load(Component::UNet, reg); });
+  EXPECT_NE(err.find(file + ": tensor " + p.name + " holds 2 non-finite value(s)"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  EXPECT_NO_THROW(load_weights(file, reg));  // the raw reader (compare, inspect) still reads them
 }
 
 TEST(ModelFolder, RandomModelOpensAndLoads) {

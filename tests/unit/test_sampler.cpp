@@ -290,3 +290,50 @@ TEST(Sampler, StableDiffusionPipelineFixups) {
   EXPECT_FALSE(sd->params().clip_sample);
   EXPECT_EQ(sd->set_timesteps(4), (std::vector<float>{751, 501, 251, 1}));
 }
+
+// generate --scheduler X is X.from_config(pipe.scheduler.config): the keys the file lacks were filled
+// with the model class's defaults (_use_default_values) and from_config drops them again, fixed up or
+// not, so X's own defaults apply: DDIM and DDPM clip x0 (issue 16 item 9: up to 255 levels apart).
+TEST(Sampler, SwappedSchedulerTakesItsOwnDefaultsForKeysTheFileLacks) {
+  nlohmann::json pndm = {{"_class_name", "PNDMScheduler"},
+                         {"beta_schedule", "scaled_linear"},
+                         {"beta_start", 0.00085},
+                         {"beta_end", 0.012},
+                         {"skip_prk_steps", true}};  // no clip_sample, no steps_offset
+  SamplerOptions swapped;
+  swapped.sd_pipeline_fixups = true;
+  swapped.from_pipeline_config = true;
+  for (const char* name : {"ddim", "ddpm"}) {
+    auto s = make_sampler(name, config_from_json(pndm), swapped);
+    EXPECT_TRUE(s->params().clip_sample) << name;
+    EXPECT_EQ(s->params().steps_offset, 0) << name;
+  }
+  // The model's own scheduler (no --scheduler) gets the pipeline's in-place fixups in full.
+  SamplerOptions own;
+  own.sd_pipeline_fixups = true;
+  nlohmann::json ddim = pndm;
+  ddim["_class_name"] = "DDIMScheduler";
+  auto s = make_sampler("ddim", config_from_json(ddim), own);
+  EXPECT_FALSE(s->params().clip_sample);
+  EXPECT_EQ(s->params().steps_offset, 1);
+  // Keys the file holds are fixed up on either path (SD 1.5: clip_sample false, steps_offset 1).
+  pndm["clip_sample"] = true;
+  pndm["steps_offset"] = 0;
+  s = make_sampler("ddim", config_from_json(pndm), swapped);
+  EXPECT_FALSE(s->params().clip_sample);
+  EXPECT_EQ(s->params().steps_offset, 1);
+}
+
+// DPMSolverMultistepScheduler reads variance_type only to drop learned-variance channels: a DDPM
+// config's fixed_small is ignored there (as in diffusers); learned variances are refused.
+TEST(Sampler, DpmSolverIgnoresFixedVarianceTypes) {
+  nlohmann::json j = {{"_class_name", "DDPMScheduler"},
+                      {"beta_schedule", "scaled_linear"},
+                      {"beta_start", 0.00085},
+                      {"beta_end", 0.012},
+                      {"variance_type", "fixed_small"}};
+  EXPECT_NO_THROW(make_sampler("dpmpp_2m", config_from_json(j)));
+  j["variance_type"] = "learned_range";
+  EXPECT_NE(error_of([&] { make_sampler("dpmpp_2m", config_from_json(j)); }).find("field 'variance_type'"),
+            std::string::npos);
+}

@@ -82,6 +82,14 @@ void write_shard(const std::string& path, const Samples& s, bool latents) {
 
 TEST(Shard, Sha256NistVectors) {
   EXPECT_EQ(sha256_hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // An empty file's bytes: a null pointer with size 0 (memcpy(dst, nullptr, 0) is undefined behaviour,
+  // reported by UBSan in the SANITIZE=1 build; issue 16 item 10).
+  Sha256 empty;
+  empty.update(nullptr, 0);
+  empty.update("ab", 2);
+  empty.update(nullptr, 0);
+  empty.update("c", 1);
+  EXPECT_EQ(empty.hex_digest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(sha256_hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
   EXPECT_EQ(sha256_hex(two_blocks.data(), two_blocks.size()),

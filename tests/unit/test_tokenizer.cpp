@@ -255,3 +255,21 @@ TEST(Tokenizer, SpecialTokensMapOverridesConfig) {
   EXPECT_EQ(tok.pad_id(), 0);
   EXPECT_EQ(tok.encode_unpadded("hi!").ids, (std::vector<int32_t>{49406, 1883, 0, 49407}));
 }
+
+// SD 1.x and SD 2.x share vocab.json and merges.txt but pad with 49407 and 0: the shards'
+// tokenizer_fingerprint covers the pad id and the length, so train tells their shards apart (issue 16
+// item 3).
+TEST(Tokenizer, FingerprintCoversPadIdAndLength) {
+  TempDir dir("fp");
+  write_clip_tokenizer_files(dir.str(), 49408, "<|endoftext|>");
+  const std::string sd1 = tokenizer_fingerprint(dir.str(), ClipTokenizer::load(dir.str()));
+  EXPECT_EQ(sd1, tokenizer_fingerprint(dir.str(), ClipTokenizer::load(dir.str())));
+  write(dir.path / "special_tokens_map.json", R"({"pad_token": "!"})");
+  const std::string sd2 = tokenizer_fingerprint(dir.str(), ClipTokenizer::load(dir.str()));
+  EXPECT_NE(sd1, sd2);
+  write(dir.path / "special_tokens_map.json", R"({"pad_token": "<|endoftext|>"})");
+  EXPECT_EQ(sd1, tokenizer_fingerprint(dir.str(), ClipTokenizer::load(dir.str())));
+  write(dir.path / "tokenizer_config.json", R"({"model_max_length": 64})");
+  EXPECT_NE(sd1, tokenizer_fingerprint(dir.str(), ClipTokenizer::load(dir.str())));
+  EXPECT_EQ(sd1.size(), 64u);
+}

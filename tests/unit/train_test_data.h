@@ -10,19 +10,25 @@
 #include <vector>
 
 #include "dreambooth/core/sha256.h"
+#include "dreambooth/io/model_folder.h"
 #include "dreambooth/io/shard.h"
+#include "dreambooth/text/clip_tokenizer.h"
+#include "test_helpers.h"
 
 namespace db::test {
 
-// n samples with cached latents (8x8x4 for the sd1-tiny VAE), prompt "<bos> w <eos> ..." (vocab 1000).
+// n samples with cached latents (8x8x4 for the sd1-tiny VAE), prompt "<bos> w <eos> ..." (vocab 1000),
+// fingerprinted as prepared from the sd1-tiny golden model (train checks them against --model).
 inline void write_latent_shard(const std::string& path, const std::string& name, int n, int word,
                                uint32_t seed) {
+  const std::string model = golden_path("sd1-tiny/model");
   ShardMeta m;
   m.resolution = 16;
   m.prompt = name;
-  m.tokenizer_fingerprint = sha256_hex("tok", 3);
+  m.tokenizer_fingerprint =
+      tokenizer_fingerprint(model + "/tokenizer", ClipTokenizer::load(model + "/tokenizer"));
   m.latent_height = m.latent_width = 8;
-  m.vae_fingerprint = sha256_hex("vae", 3);
+  m.vae_fingerprint = sha256_files_hex(ModelFolder::open(model).weight_files(Component::Vae).files);
   ShardWriter w(path, m);
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 4.f);

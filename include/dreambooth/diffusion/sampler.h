@@ -72,6 +72,12 @@ struct SamplerOptions {
   // steps_offset != 1 -> 1 and clip_sample true -> false (with a deprecation warning). The generate
   // pipeline sets this to sample as diffusers' pipeline does; a bare scheduler does not do it.
   bool sd_pipeline_fixups = false;
+  // The sampler replaces the pipeline's scheduler as `pipe.scheduler = <Class>.from_config(
+  // pipe.scheduler.config)` does (generate --scheduler): from_config drops every key the file did not
+  // hold (diffusers' _use_default_values), the fixed-up ones included, and takes the new class's
+  // defaults for them (DDIM/DDPM: clip_sample true, steps_offset 0). The fixups then reach only the
+  // keys scheduler_config.json holds.
+  bool from_pipeline_config = false;
 };
 
 class Sampler {

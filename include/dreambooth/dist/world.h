@@ -25,6 +25,16 @@ bool world_initialised();
 void finalize_world();
 [[noreturn]] void abort_world(int code);
 
+// Collective timeout (train --collective-timeout): with seconds > 0 every collective below (and the
+// Communicator's all-reduce) is started non-blocking and polled with MPI_Test, spinning for the first
+// 20 ms and then sleeping between polls (50 us doubling to 1 ms) instead of the 100% CPU spin of a
+// blocking call; when it has not completed after `seconds`, the waiting ranks exchange a probe message
+// for a short grace period (1-10 s) to learn which ranks are not waiting with them, and throw an
+// Error naming them ("rank(s) 1 did not arrive") or, when every rank answered, the collective.
+// 0 (the default outside `train`): plain blocking calls, no limit.
+void set_collective_timeout(double seconds);
+double collective_timeout();
+
 // Collectives over MPI_COMM_WORLD (no-ops on a size-1 world).
 void barrier();
 void allreduce_sum(float* data, size_t n);

@@ -4,9 +4,13 @@
 // A checkpoint is built in a temporary sibling folder (OUT/.checkpoint-STEP.tmp-PID), every file in it
 // is fsynced by its writer, then the folder is renamed into place and OUT is fsynced. A crash at any
 // point leaves either the complete new checkpoint or none: temporary folders are never listed, and
-// a folder counts as a checkpoint only when its marker file `state.json` exists (written last).
+// a folder counts as a checkpoint only when it is complete: its marker file `state.json` (written last)
+// parses and every file its "files" manifest lists ({relative path: size in bytes}, taken after the
+// other files were written and fsynced) exists with that size. (Checkpoints of builds before the
+// manifest: unet/, text_encoder/ and optimizer.safetensors must exist.)
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace db {
@@ -34,10 +38,15 @@ struct CheckpointEntry {
 };
 
 std::string checkpoint_name(int64_t step);  // "checkpoint-STEP" (no padding, as diffusers)
-// Complete checkpoints under out_dir (those with state.json), sorted by step.
+// Complete checkpoints under out_dir, sorted by step.
 std::vector<CheckpointEntry> list_checkpoints(const std::string& out_dir);
-// --resume: "latest" → the newest complete checkpoint in out_dir (error when none); otherwise PATH,
-// which must be a complete checkpoint folder.
+// "" when `dir` is a complete checkpoint, else why not ("state.json is missing", "unet/... has 12 bytes,
+// state.json lists 4096", ...).
+std::string checkpoint_incomplete_reason(const std::string& dir);
+// {relative path: size} of every regular file under `dir` (the manifest state.json records).
+std::vector<std::pair<std::string, uint64_t>> checkpoint_files(const std::string& dir);
+// --resume: "latest" → the newest complete checkpoint in out_dir (error when none); "auto" → the same,
+// or "" (a fresh start) when there is none; otherwise PATH, which must be a complete checkpoint folder.
 std::string resolve_resume(const std::string& out_dir, const std::string& resume);
 // Removes all but the newest `keep` complete checkpoints (keep <= 0 keeps all), and stale temporary
 // folders left by a killed process. Returns the removed paths.

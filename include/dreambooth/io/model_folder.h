@@ -44,6 +44,9 @@ WeightFiles find_weight_files(const std::string& component_dir, Component c);
 // missing, unexpected, mis-shaped (and non-float) tensor, first line a summary. For text encoders,
 // names without transformers' "text_model." prefix are accepted, and the position_ids buffer is ignored.
 Tensor load_weights(const std::string& weights, const ParamRegistry& reg);
+// Throws naming `weights` and the first parameter (in registry order) holding a NaN or infinity, with
+// how many it holds: a damaged model would otherwise give black images or a silent NaN run.
+void check_finite_weights(const std::string& weights, const ParamRegistry& reg, const Tensor& flat);
 // The same checks without reading tensor data (inspect).
 void check_weights(const std::string& weights, const ParamRegistry& reg);
 
@@ -61,7 +64,8 @@ class ModelFolder {
   std::string component_dir(Component c) const;
   WeightFiles weight_files(Component c) const { return find_weight_files(component_dir(c), c); }
   ParamRegistry registry(Component c) const;
-  Tensor load(Component c, const ParamRegistry& reg) const { return load_weights(weight_files(c).path, reg); }
+  // load_weights, then check_finite_weights (what generate, prepare and train use).
+  Tensor load(Component c, const ParamRegistry& reg) const;
   nlohmann::json config_json(Component c) const;  // what save writes as config.json
 
   nlohmann::json model_index;

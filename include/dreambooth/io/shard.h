@@ -29,7 +29,7 @@ struct ShardMeta {
   int resolution = 0;
   std::string crop = "center";  // "center" | "random"
   std::string prompt;
-  std::string tokenizer_fingerprint;  // hex SHA-256 over vocab.json then merges.txt bytes
+  std::string tokenizer_fingerprint;  // text/clip_tokenizer.h tokenizer_fingerprint (vocab, merges, pad id)
   std::string vae_fingerprint;        // hex, "" when the shard holds no latents
   std::string created_by = "dreambooth";
   int latent_height = 0;  // 0: no latent datasets

@@ -47,6 +47,7 @@ struct DataLoaderOptions {
   int prefetch = 2;             // batches prepared ahead (bounded queue)
   bool use_latents = true;      // read cached moments when every shard has them (then no pixels)
   int expected_resolution = 0;  // > 0: shards must have it
+  int vocab_size = 0;           // > 0: every prompt id must be in [0, vocab_size) (else next() throws)
   DataCursor start;
 };
 
@@ -97,5 +98,12 @@ class DataLoader {
   DataCursor cursor_;
   double total_wait_ = 0;
 };
+
+// Identity of a training data set for resume checks (issue 16): SHA-256 over, for the instance and then
+// the class shards (dataset order, see io/shard_set.h): the set's size, resolution, tokenizer and VAE
+// fingerprints, each shard's prompt, and every sample's image SHA-256. The same photos prepared again
+// (by 1 or N ranks) give the same value; other photos, prompts or another tokenizer/VAE do not.
+std::string data_fingerprint(const std::vector<std::string>& instance,
+                             const std::vector<std::string>& class_data);
 
 }  // namespace db

@@ -19,8 +19,21 @@
 //   optimizer.safetensors       unet.m, unet.v, text_encoder.m, text_encoder.v (flat, registry layout)
 //   state.json                  written last: version, step, data cursor (epoch, position), seed,
 //                               adam_step, lr schedule, world size, batch size, accumulation, ...
-// A resumed run (--resume latest|PATH) restores weights, moments, step and cursor and is bit-identical
-// to an uninterrupted run with the same options (and the same global batch B x world).
+// A resumed run (--resume latest|auto|PATH) restores weights, moments, step and cursor and is
+// bit-identical to an uninterrupted run with the same options (and the same global batch B x world).
+// state.json also records the model's and the data's fingerprints (model_fingerprint, data_fingerprint)
+// and the key options (key_options in train.cpp); a resume whose model, data or options differ stops,
+// naming every difference. "auto" is "latest" when OUT has a checkpoint, else a fresh start (a requeued
+// job needs no edit). A fresh run (no --resume) into an OUT that holds checkpoints is refused (exit 2) unless
+// --overwrite (which removes them).
+//
+// OUT (io/out_lock.h): locked for the run (OUT/.dreambooth.lock, rank 0; a second run exits 2 naming
+// the holder); it may not be, contain or lie inside --model (exit 2), so the base is never written.
+//
+// Signals (core/stop_signal.h): SIGTERM or SIGUSR1 on any rank sets a flag; at the end of the step in
+// flight the ranks agree on it (one all-reduce per step), write OUT/checkpoint-STEP and return with
+// TrainResult::stopped (the CLI exits kExitStopped = 3). A signal during the last step lets the run
+// finish normally (exit 0). Collectives are bounded by --collective-timeout (dist/world.h).
 //
 // Validation images (--validation-prompt P --validation-every N): after every N-th optimizer step and
 // after the last one, rank 0 runs the generate pipeline (pipelines/generate.h) on the CURRENT in-memory
@@ -55,7 +68,8 @@ struct TrainOptions {
   std::string save_dtype = "fp32";
   int64_t checkpoint_every = 500;  // 0: none
   int keep_checkpoints = 0;        // 0: keep all
-  std::string resume;              // "" | "latest" | PATH
+  std::string resume;              // "" | "latest" | "auto" (latest, or a fresh start when none) | PATH
+  bool overwrite = false;          // a fresh run may remove an earlier run's checkpoints in OUT
   std::string metrics;             // "" -> OUT/metrics.jsonl
   std::string device = "auto";
   float lr = 5e-6f;
@@ -75,6 +89,7 @@ struct TrainOptions {
   int64_t validation_every = 0;    // >= 1 when validation_prompt is set
   int validation_images = 2;
   int validation_steps = 25;
+  double collective_timeout = 600;  // seconds any one MPI collective may wait (dist/world.h); 0: none
   // Test hook (also DREAMBOOTH_FAIL_RANK / DREAMBOOTH_FAIL_STEP): throw on this rank at this step.
   int fail_rank = -1;
   int64_t fail_step = -1;
@@ -87,7 +102,9 @@ struct TrainResult {
   int64_t start_step = 0, end_step = 0;  // steps done before this run (resume) and after it
   int64_t skipped_steps = 0;             // non-finite steps skipped in this run
   double last_loss = 0;
-  std::string output;  // the pipeline folder (OUT)
+  std::string output;      // the pipeline folder (OUT)
+  bool stopped = false;    // a SIGTERM / SIGUSR1 stopped the run early (core/stop_signal.h)
+  std::string checkpoint;  // when stopped: the checkpoint written at end_step
 };
 
 // A failure all ranks agreed on (e.g. too many non-finite steps): thrown on every rank; only the rank

@@ -77,6 +77,11 @@ class ClipTokenizer {
   std::unique_ptr<Cache> cache_;
 };
 
+// The shards' tokenizer_fingerprint of the tokenizer folder `dir` loaded as `tok`: hex SHA-256 over
+// vocab.json, merges.txt, then "\npad_id=P\nmodel_max_length=L\n". The pad id is part of it because
+// SD 1.x and SD 2.x share vocab and merges but pad with 49407 and 0: their prompt ids differ.
+std::string tokenizer_fingerprint(const std::string& dir, const ClipTokenizer& tok);
+
 // The normalization CLIPTokenizer applies (NFC, whitespace runs -> one space, per-character lowercase).
 std::string clip_normalize(std::string_view text);
 
