@@ -1,4 +1,5 @@
-# dreambooth: one binary (build/dreambooth), one test binary (build/dreambooth_tests).
+# dreambooth: the binary (build/dreambooth), the test binary (build/dreambooth_tests), and with the CUDA
+# toolkit the CUDA backend on the emulator (build/emu/dreambooth, build/emu/cuda_tests).
 #
 #   make                 build both (CUDA backend too when nvcc is found)
 #   make CUDA=0|1        force the CUDA backend off / on
@@ -44,22 +45,28 @@ ASM_SRCS   := $(shell find src -name '*.S' | sort)
 TEST_SRCS  := $(shell find tests/unit -name '*.cpp' | sort)
 BENCH_SRCS := $(shell find bench -maxdepth 1 -name '*.cpp' | sort)
 
+# The CUDA backend (src/backend/cuda/ and kernels/) is not part of libdreambooth.a: its objects are linked
+# straight into the binaries that have it, where they define the weak linked_cuda_backend() hook
+# (backend/device.h). *_emu.cpp are the emulated build's stand-ins for cuBLASLt and cuDNN.
+CUDA_HOST_SRCS := $(sort $(wildcard src/backend/cuda/*.cpp))
+CU_ALL_SRCS    := $(sort $(wildcard kernels/*.cu))
 ifeq ($(CUDA),1)
-  CPPFLAGS   += -DDB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-  CUDA_SRCS  := $(shell find src/backend/cuda -name '*.cpp' | sort)
-  CU_SRCS    := $(shell find kernels -name '*.cu' | sort)
+  CPPFLAGS   += -I$(CUDA_HOME)/include
+  CUDA_SRCS  := $(filter-out %_emu.cpp,$(CUDA_HOST_SRCS))
+  CU_SRCS    := $(CU_ALL_SRCS)
   # -Xptxas -v prints registers, shared memory and spills per kernel in the build output; -warn-spills
   # with -Werror turns any spill into a build failure.
   NVCCFLAGS  ?= -std=c++20 -O3 -lineinfo -Iinclude -Xptxas -v,-warn-spills,-Werror \
                 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
-  LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt
+  CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcudnn -lcudart_static -lrt
 else
   CUDA_SRCS  :=
   CU_SRCS    :=
+  CUDA_LIBS  :=
 endif
 
-OBJS       := $(SRCS:%.cpp=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.S.o) \
-              $(CUDA_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.o)
+OBJS       := $(SRCS:%.cpp=$(BUILD)/%.o) $(ASM_SRCS:%.S=$(BUILD)/%.S.o)
+CUDA_OBJS  := $(CUDA_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.o)
 TEST_OBJS  := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 LIB        := $(BUILD)/libdreambooth.a
 
@@ -71,8 +78,8 @@ $(LIB): $(OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 CLI_OBJS   := $(CLI_SRCS:%.cpp=$(BUILD)/%.o)
-$(BUILD)/dreambooth: $(CLI_OBJS) $(LIB)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/dreambooth: $(CLI_OBJS) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
 
 $(BUILD)/dreambooth_tests: $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) -lgtest -lgtest_main
@@ -98,8 +105,8 @@ $(BUILD)/%.o: %.cu
 BENCH_BINS := $(BENCH_SRCS:bench/%.cpp=$(BUILD)/bench_%)
 .PRECIOUS: $(BUILD)/bench/%.o
 bench: $(BENCH_BINS)
-$(BUILD)/bench_%: $(BUILD)/bench/%.o $(LIB)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/bench_%: $(BUILD)/bench/%.o $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
 
 # The test command: GoogleTest suite, the emulated kernel suite, then the MPI tests under mpirun.
 test: all kernel-tests
@@ -110,7 +117,9 @@ test: all kernel-tests
 # C++ against the emulator in src/emu/ and linked with the GoogleTest files of tests/emu/ and
 # tests/kernels/ and libdreambooth.a (for CpuOps). Needs the CUDA toolkit's headers (bf16 types, the
 # runtime API declarations), not its libraries or a GPU. -fno-strict-aliasing: kernels pun float4 and
-# bf16x2, which g++ -O2 otherwise miscompiles. build/emu-asan/ is the same under ASan+UBSan (the
+# bf16x2, which g++ -O2 otherwise miscompiles. -fno-tree-vectorize: g++ 12.2's loop vectorizer
+# miscompiles a double sum whose two adds per iteration come in swapped order (a 25% wrong result in a
+# 10-line reproducer; right at -O1 and without vectorization), which a kernel's unrolled reduction can be. build/emu-asan/ is the same under ASan+UBSan (the
 # scheduler tells ASan about every fiber switch: src/emu/fiber_asan.h).
 CUDA_INCLUDE   := $(CUDA_HOME)/include
 EMU_HEADERS    := $(wildcard $(CUDA_INCLUDE)/cuda_bf16.h)
@@ -118,7 +127,7 @@ EMU_DIR        := $(BUILD)/emu
 EMU_ASAN_DIR   := $(BUILD)/emu-asan
 EMU_CPPFLAGS   := -Iinclude -I$(CUDA_INCLUDE) $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -DDB_EMU=1 -MMD -MP
 EMU_CXXFLAGS   := -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas \
-                  -fno-strict-aliasing -pthread
+                  -fno-strict-aliasing -fno-tree-vectorize -pthread
 EMU_ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 EMU_LDLIBS     := $(PKG_LIBS) -lboost_program_options -lboost_context -fopenmp -pthread -ldl -lgtest -lgtest_main
 EMU_SRCS       := $(sort $(wildcard src/emu/*.cpp))
@@ -144,6 +153,23 @@ $(EMU_DIR)/kernel_tests: $(EMU_OBJS) $(LIB)
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(EMU_LDLIBS)
 $(EMU_ASAN_DIR)/kernel_tests: $(EMU_ASAN_OBJS) $(LIB)
 	$(CXX) $(EMU_CXXFLAGS) $(EMU_ASAN_FLAGS) -o $@ $^ $(EMU_LDLIBS)
+
+# The CUDA backend on the emulator: build/emu/dreambooth runs the whole job (train, generate, prepare)
+# through CudaOps and the project's kernels on the CPU, a test tool for CI (tests/cli/train_cuda_emu.sh);
+# build/emu/cuda_tests checks CudaOps against CpuOps op by op and over training steps (tests/cuda/).
+# cuBLASLt and cuDNN need a GPU: gemm_emu.cpp / conv_emu.cpp stand in for them here.
+EMU_HOST_SRCS    := $(filter-out src/backend/cuda/gemm_cublaslt.cpp src/backend/cuda/conv_cudnn.cpp,$(CUDA_HOST_SRCS))
+EMU_BACKEND_OBJS := $(EMU_HOST_SRCS:%.cpp=$(EMU_DIR)/%.o) $(CU_ALL_SRCS:%.cu=$(EMU_DIR)/%.cu.o) \
+                    $(EMU_SRCS:%.cpp=$(EMU_DIR)/%.o)
+CUDA_TEST_SRCS   := $(sort $(wildcard tests/cuda/*.cpp))
+CUDA_TEST_OBJS   := $(CUDA_TEST_SRCS:%.cpp=$(EMU_DIR)/%.o)
+$(EMU_DIR)/dreambooth: $(CLI_OBJS) $(EMU_BACKEND_OBJS) $(LIB)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(filter-out -lgtest -lgtest_main,$(EMU_LDLIBS))
+$(EMU_DIR)/cuda_tests: $(CUDA_TEST_OBJS) $(EMU_BACKEND_OBJS) $(LIB)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(EMU_LDLIBS)
+ifneq ($(EMU_HEADERS),)
+all: $(EMU_DIR)/dreambooth $(EMU_DIR)/cuda_tests
+endif
 
 # What must not compile in the emulated build (plain __shared__, <<<>>>, ...): checked once per change.
 $(EMU_DIR)/compile_rules.ok: tests/emu/compile_rules.sh $(wildcard include/dreambooth/emu/*.h include/dreambooth/cuda/*.cuh)
@@ -176,9 +202,21 @@ $(GPU_DIR)/%.o: %.cpp
 $(GPU_DIR)/%.cu.o: %.cu
 	@mkdir -p $(@D)
 	$(CCACHE) $(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
-$(BUILD)/gpu_kernel_tests: $(GPU_TEST_OBJS) $(LIB)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) -lgtest -lgtest_main
+$(BUILD)/gpu_kernel_tests: $(GPU_TEST_OBJS) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest -lgtest_main
 -include $(GPU_TEST_OBJS:.o=.d)
+# tests/cuda/ on a real GPU (cuBLASLt and cuDNN in place of the CPU stand-ins).
+GPU_CUDA_TEST_OBJS := $(CUDA_TEST_SRCS:%.cpp=$(GPU_DIR)/%.o)
+all: $(BUILD)/gpu_cuda_tests
+$(BUILD)/gpu_cuda_tests: $(GPU_CUDA_TEST_OBJS) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest -lgtest_main
+-include $(GPU_CUDA_TEST_OBJS:.o=.d)
+# cuBLASLt/cuDNN descriptor tests that need no GPU (tests/cuda_host/): run by make test wherever CUDA=1.
+CUDA_HOST_TEST_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(sort $(wildcard tests/cuda_host/*.cpp)))
+all: $(BUILD)/cuda_host_tests
+$(BUILD)/cuda_host_tests: $(CUDA_HOST_TEST_OBJS) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest -lgtest_main
+-include $(CUDA_HOST_TEST_OBJS:.o=.d)
 endif
 
 # Launch and per-thread costs of the emulator (bench/README.md): build/emu/bench_emu_overhead.
@@ -187,6 +225,21 @@ bench-emu: $(EMU_DIR)/bench_emu_overhead
 $(EMU_DIR)/bench_emu_overhead: $(BENCH_EMU_OBJS) $(LIB)
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(filter-out -lgtest -lgtest_main,$(EMU_LDLIBS))
 
+# Every kernel launcher at SD 1.5 training shapes (bench/cuda/kernels.cpp, bench/README.md "Kernels"):
+# build/bench_kernels with nvcc's kernels and the CUDA runtime (CUDA=1; runs on a GPU), and
+# build/emu/bench_kernels on the emulator, which make test runs once with --smoke so the bench cannot rot.
+ifeq ($(CUDA),1)
+all bench: $(BUILD)/bench_kernels
+$(BUILD)/bench_kernels: $(BUILD)/bench/cuda/kernels.o $(CU_SRCS:%.cu=$(BUILD)/%.o) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
+endif
+ifneq ($(EMU_HEADERS),)
+all: $(EMU_DIR)/bench_kernels
+$(EMU_DIR)/bench_kernels: $(EMU_DIR)/bench/cuda/kernels.o $(CU_ALL_SRCS:%.cu=$(EMU_DIR)/%.cu.o) \
+                          $(EMU_SRCS:%.cpp=$(EMU_DIR)/%.o) $(LIB)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(filter-out -lgtest -lgtest_main,$(EMU_LDLIBS))
+endif
+
 # libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
 FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
 fuzz: $(BUILD)/fuzz_safetensors
@@ -194,7 +247,7 @@ $(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/
 	@mkdir -p $(@D)
 	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
-FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
+FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels tests/cuda tests/cuda_host bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:
@@ -203,4 +256,6 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
--include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(EMU_OBJS:.o=.d) $(EMU_ASAN_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(EMU_OBJS:.o=.d) $(EMU_ASAN_OBJS:.o=.d) \
+         $(CUDA_OBJS:.o=.d) $(EMU_BACKEND_OBJS:.o=.d) $(CUDA_TEST_OBJS:.o=.d) \
+         $(BUILD)/bench/cuda/kernels.d $(EMU_DIR)/bench/cuda/kernels.d

@@ -50,7 +50,21 @@ run() {  # NAME COMMAND...
 }
 
 run "googletest" "$build/dreambooth_tests" --gtest_color=no
-run "kernels (emulated)" tests/run_kernel_tests.sh "$build"  # kernels/*.cu on the CPU emulator, ~1 s
+run "kernels (emulated)" tests/run_kernel_tests.sh "$build"  # kernels/*.cu on the CPU emulator
+# cuBLASLt/cuDNN descriptors (no GPU needed; built when the CUDA toolkit is, CUDA=1).
+[ -x "$build/cuda_host_tests" ] && run "cuda descriptors" "$build/cuda_host_tests" --gtest_color=no
+# CudaOps against CpuOps, op by op and over whole training steps, on the emulator (tests/cuda/).
+if [ -x "$build/emu/cuda_tests" ]; then
+  run "cuda backend (emulated)" "$build/emu/cuda_tests" --gtest_color=no
+else
+  run "cuda backend (emulated)" echo "SKIPPED: $build/emu/cuda_tests not built (needs the CUDA toolkit headers)"
+fi
+# bench/cuda/kernels.cpp on the emulator at tiny shapes: every kernel launcher still builds and runs (< 10 s).
+if [ -x "$build/emu/bench_kernels" ]; then
+  run "bench_kernels --smoke (emulated)" "$build/emu/bench_kernels" --smoke --json "$logs/bench_kernels.json"
+else
+  run "bench_kernels --smoke (emulated)" echo "SKIPPED: $build/emu/bench_kernels not built (needs the CUDA toolkit headers)"
+fi
 for t in tests/cli/*.sh; do run "$t" "$t" "$build"; done
 for t in tests/mpi/*.sh; do run "$t" "$t" "$build"; done  # mpirun -np 2 each, < 30 s
 

@@ -1,5 +1,6 @@
 #include "dreambooth/backend/device.h"
 
+#include <cstdlib>
 #include <mutex>
 
 #include "dreambooth/backend/cpu_ops.h"
@@ -7,15 +8,31 @@
 #include "dreambooth/core/log.h"
 
 namespace db {
+namespace {
+
+const CudaBackend* cuda_backend() {
+  return linked_cuda_backend ? linked_cuda_backend() : nullptr;
+}
+
+// This process's index among the ranks of its node (one rank per GPU).
+int local_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return 0;
+}
+
+}  // namespace
 
 DeviceInfo probe_devices() {
   DeviceInfo info;
-#if DB_HAVE_CUDA
+  const CudaBackend* b = cuda_backend();
+  if (!b) {
+    info.cuda_status = "this binary has no CUDA backend (nvcc was not found at build time, or CUDA=0)";
+    return info;
+  }
   info.cuda_compiled = true;
-  info.cuda_devices = cuda_device_count(&info.cuda_status);
-#else
-  info.cuda_status = "this build has no CUDA backend (nvcc was not found, or CUDA=0)";
-#endif
+  info.cuda_emulated = b->emulated;
+  info.cuda_devices = b->device_count(&info.cuda_status);
   return info;
 }
 
@@ -24,28 +41,36 @@ const char* backend_name(BackendKind k) {
 }
 
 BackendKind select_backend(const std::string& requested) {
-  if (requested == "cpu") return BackendKind::CPU;
-  DB_CHECK(requested == "auto" || requested == "cuda", "unknown device '", requested,
+  DB_CHECK(requested == "auto" || requested == "cpu" || requested == "cuda", "unknown device '", requested,
            "' (expected auto, cpu or cuda)");
+  if (requested == "cpu") return BackendKind::CPU;
   DeviceInfo info = probe_devices();
-  if (info.cuda_devices > 0) return BackendKind::CUDA;
+  if (info.cuda_devices > 0) {
+    if (info.cuda_emulated) {
+      static std::once_flag once;
+      std::call_once(once, [] {
+        log_warn(
+            "running the CUDA backend on the CUDA emulator: a test build (build/emu/dreambooth), "
+            "orders of magnitude slower than a GPU");
+      });
+    }
+    return BackendKind::CUDA;
+  }
   if (requested == "cuda") throw Error("--device cuda: no usable CUDA device: ", info.cuda_status);
   if (info.cuda_compiled) {
     static std::once_flag once;
-    std::call_once(once, [&] {
-      log_warn("CUDA backend compiled but unusable (", info.cuda_status, "); running on the CPU");
-    });
+    std::call_once(once,
+                   [&] { log_warn("no usable CUDA device (", info.cuda_status, "); running on the CPU"); });
   }
   return BackendKind::CPU;
 }
 
 std::unique_ptr<Ops> make_ops(const std::string& device) {
-  // This version's only backend is the CPU reference (CudaOps is not built yet), so nothing is probed:
-  // auto means the CPU without a note, and cuda is refused.
-  DB_CHECK(device == "auto" || device == "cpu" || device == "cuda", "unknown device '", device,
-           "' (expected auto, cpu or cuda)");
-  if (device == "cuda") throw Error("--device cuda: this version has no CUDA backend yet; use --device cpu");
-  return std::make_unique<CpuOps>();
+  if (select_backend(device) == BackendKind::CPU) return std::make_unique<CpuOps>();
+  std::string status;
+  const CudaBackend* b = cuda_backend();
+  const int n = b->device_count(&status);
+  return b->make_ops(local_rank() % n);
 }
 
 }  // namespace db

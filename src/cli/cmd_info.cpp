@@ -3,12 +3,8 @@
 
 #include "dreambooth/backend/device.h"
 #include "dreambooth/cli/command.h"
-#include "dreambooth/core/philox.h"
+#include "dreambooth/core/error.h"
 #include "dreambooth/core/version.h"
-#if DB_HAVE_CUDA
-#include "dreambooth/backend/cuda/philox_kernel.h"
-#endif
-#include <vector>
 
 namespace db {
 namespace {
@@ -25,29 +21,18 @@ int run_info(int argc, char** argv) {
           opts, vm))
     return 0;
   DeviceInfo info = probe_devices();
+  const CudaBackend* cuda = linked_cuda_backend ? linked_cuda_backend() : nullptr;
   std::cout << "dreambooth " << kVersion << "\n"
-            << "cuda backend: " << (info.cuda_compiled ? "compiled (sm_80, sm_90a)" : "not compiled") << "\n"
+            << "cuda backend: " << (cuda ? str_cat("linked (", cuda->build, ")") : "not linked") << "\n"
             << "cuda devices: " << info.cuda_devices << " (" << info.cuda_status << ")\n";
   BackendKind k = select_backend(vm["device"].as<std::string>());
   std::cout << "backend: " << backend_name(k) << "\n";
-#if DB_HAVE_CUDA
-  if (info.cuda_devices > 0) {
-    // Self-check of the device toolchain: a Philox stream drawn on the GPU equals the CPU's.
-    const uint64_t n = 4099;
-    std::vector<uint32_t> gpu(n);
-    std::string err;
-    if (!cuda_philox_u32(1234, uint32_t(RngPurpose::Noise), 7, 3, gpu.data(), n, &err)) {
-      std::cout << "cuda self-check: FAILED (" << err << ")\n";
-      return 1;
-    }
-    PhiloxStream cpu(1234, RngPurpose::Noise, 7, 3);
-    uint64_t bad = 0;
-    for (uint64_t e = 0; e < n; ++e) bad += gpu[e] != cpu.u32(e);
-    std::cout << "cuda self-check: Philox stream on device 0 " << (bad ? "DIFFERS from" : "equals")
-              << " the CPU's (" << n - bad << "/" << n << " words)\n";
-    if (bad) return 1;
+  if (cuda && info.cuda_devices > 0) {
+    std::string report;
+    const bool ok = cuda->self_check(&report);
+    std::cout << "cuda self-check: " << report << "\n";
+    if (!ok) return 1;
   }
-#endif
   return 0;
 }
 

@@ -28,6 +28,7 @@ ClipTextModel::ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg
 
 // ids [B, T] -> last_hidden_state [B, T, H]
 Tensor ClipTextModel::forward(Ctx& ctx, const Tensor& ids, Saved* s) const {
+  const OpsRange range(ctx.ops, "text_encoder");
   DB_CHECK(ids.ndim() == 2, "text_encoder: expected ids [B, T], got ", ids.desc());
   const int64_t B = ids.dim(0), T = ids.dim(1), H = cfg_.hidden_size;
   DB_CHECK(T <= cfg_.max_position_embeddings, "text_encoder: ", T, " tokens exceed max_position_embeddings ",
@@ -56,6 +57,7 @@ Tensor ClipTextModel::forward(Ctx& ctx, const Tensor& ids, Saved* s) const {
 
 // dout [B, T, H] -> parameter gradients (+= into grad)
 void ClipTextModel::backward(Ctx& ctx, const Saved& s, const Tensor& dout, ClipTextModel* grad) const {
+  const OpsRange range(ctx.ops, "text_encoder.backward");
   ClipTextModel* g = grad;
   Tensor d = final_layer_norm_.backward(ctx, s.final_layer_norm, dout, g ? &g->final_layer_norm_ : nullptr);
   ctx.notify_grads_ready("text_model.final_layer_norm.");

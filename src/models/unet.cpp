@@ -170,6 +170,7 @@ Tensor UNet2DConditionModel::forward(Ctx& ctx, const Tensor& sample, const Tenso
 Tensor UNet2DConditionModel::down_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb,
                                                 const Tensor& ehs, UNetBlock::Saved* bs,
                                                 std::vector<Tensor>& skips) const {
+  const OpsRange range(ctx.ops, "unet.down_blocks.", i);
   const UNetBlock& b = down_[i];
   if (bs) {
     bs->resnets.assign(b.resnets.size(), {});
@@ -190,6 +191,7 @@ Tensor UNet2DConditionModel::down_block_forward(Ctx& ctx, size_t i, Tensor h, co
 
 Tensor UNet2DConditionModel::mid_block_forward(Ctx& ctx, Tensor h, const Tensor& temb, const Tensor& ehs,
                                                UNetBlock::Saved* bs) const {
+  const OpsRange range(ctx.ops, "unet.mid_block");
   if (bs) {
     bs->resnets.assign(2, {});
     bs->attentions.assign(1, {});
@@ -202,6 +204,7 @@ Tensor UNet2DConditionModel::mid_block_forward(Ctx& ctx, Tensor h, const Tensor&
 Tensor UNet2DConditionModel::up_block_forward(Ctx& ctx, size_t i, Tensor h, const Tensor& temb,
                                               const Tensor& ehs, UNetBlock::Saved* bs,
                                               std::vector<Tensor>& skips) const {
+  const OpsRange range(ctx.ops, "unet.up_blocks.", i);
   const UNetBlock& b = up_[i];
   const int64_t B = h.dim(0);
   if (bs) {

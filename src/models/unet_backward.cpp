@@ -13,6 +13,7 @@ namespace db {
 Tensor UNet2DConditionModel::up_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d,
                                                UNet2DConditionModel* g, Tensor& dtemb, Tensor* d_ehs,
                                                std::vector<Tensor>& dskips) const {
+  const OpsRange range(ctx.ops, "unet.up_blocks.backward.", i);
   const UNetBlock& b = up_[i];
   UNetBlock* gb = g ? &g->up_[i] : nullptr;
   const int64_t B = d.dim(0);
@@ -34,6 +35,7 @@ Tensor UNet2DConditionModel::up_block_backward(Ctx& ctx, size_t i, const UNetBlo
 
 Tensor UNet2DConditionModel::mid_block_backward(Ctx& ctx, const UNetBlock::Saved& bs, Tensor d,
                                                 UNet2DConditionModel* g, Tensor& dtemb, Tensor* d_ehs) const {
+  const OpsRange range(ctx.ops, "unet.mid_block.backward");
   for (size_t r = 2; r-- > 0;) {
     d = mid_.resnets[r].backward(ctx, bs.resnets[r], d, g ? &g->mid_.resnets[r] : nullptr, &dtemb);
     if (r == 1)
@@ -45,6 +47,7 @@ Tensor UNet2DConditionModel::mid_block_backward(Ctx& ctx, const UNetBlock::Saved
 Tensor UNet2DConditionModel::down_block_backward(Ctx& ctx, size_t i, const UNetBlock::Saved& bs, Tensor d,
                                                  UNet2DConditionModel* g, Tensor& dtemb, Tensor* d_ehs,
                                                  const std::vector<Tensor>& dskips, size_t& k) const {
+  const OpsRange range(ctx.ops, "unet.down_blocks.backward.", i);
   auto add_skip = [&](Tensor& dh) {
     DB_CHECK(k > 0, "unet backward: skip bookkeeping out of step");
     ctx.ops.add_forward(dh, dskips[--k], dh);

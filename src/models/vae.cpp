@@ -39,6 +39,7 @@ AutoencoderKL::AutoencoderKL(const VaeConfig& cfg, const ParamRegistry& reg, con
 
 // image [B, H, W, 3] -> moments [B, H/f, W/f, 2*latent]
 Tensor AutoencoderKL::encode(Ctx& ctx, const Tensor& image) const {
+  const OpsRange range(ctx.ops, "vae.encode");
   DB_CHECK(image.ndim() == 4 && image.dim(3) == cfg_.in_channels, "vae: expected image [B, H, W, ",
            cfg_.in_channels, "], got ", image.desc());
   Tensor h = enc_conv_in_.forward(ctx, image);
@@ -50,6 +51,7 @@ Tensor AutoencoderKL::encode(Ctx& ctx, const Tensor& image) const {
 
 // z [B, h, w, latent] -> image [B, H, W, 3]
 Tensor AutoencoderKL::decode(Ctx& ctx, const Tensor& z) const {
+  const OpsRange range(ctx.ops, "vae.decode");
   DB_CHECK(z.ndim() == 4 && z.dim(3) == cfg_.latent_channels, "vae: expected latents [B, h, w, ",
            cfg_.latent_channels, "], got ", z.desc());
   Tensor h = post_quant_conv_.weight.defined() ? post_quant_conv_.forward(ctx, z) : z;

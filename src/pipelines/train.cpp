@@ -523,6 +523,8 @@ TrainResult run_train(const TrainOptions& o) {
             w.is_root());
     }
     const double dt = now_s() - t0;
+    const MemoryStats mem = ops->memory_stats();  // backend memory: device memory on a GPU
+    ops->reset_peak_memory();
     ema_step = ema_step == 0 ? dt : 0.8 * ema_step + 0.2 * dt;
     res.last_loss = losses[0];
     if (w.is_root()) {
@@ -535,7 +537,9 @@ TrainResult run_train(const TrainOptions& o) {
                           {"skipped", !ur.applied},
                           {"step_time_s", dt},
                           {"data_wait_s", wait},
-                          {"rss_mb", rss_mb()}};
+                          {"rss_mb", rss_mb()},
+                          {"mem_peak_mb", double(mem.peak) / (1 << 20)},
+                          {"mem_reserved_mb", double(mem.reserved) / (1 << 20)}};
       metrics.append_line(m.dump());
       const double t = now_s();
       if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total ||

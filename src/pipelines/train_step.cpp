@@ -176,6 +176,7 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
 void TrainStep::update(int64_t step) {
   DB_CHECK(!mse_.empty() && !updated_, "train step: update needs micro-batches, once");
   Ops& ops = ctx_.ops;
+  const OpsRange range(ops, "optimizer");
   if (reducer_) reducer_->finish();  // every rank now holds the averaged gradient
 
   // Losses of every rank summed: finite exactly when finite on every rank.

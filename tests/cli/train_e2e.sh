@@ -81,7 +81,7 @@ done
 
 m=$tmp/out/metrics.jsonl
 [ "$(wc -l < "$m")" = 20 ] || fail "metrics: $(wc -l < "$m") lines, expected 20"
-for k in step loss loss_instance loss_prior lr grad_norm step_time_s data_wait_s rss_mb; do
+for k in step loss loss_instance loss_prior lr grad_norm step_time_s data_wait_s rss_mb mem_peak_mb mem_reserved_mb; do
   [ "$(jq -e "has(\"$k\")" "$m" | grep -c true)" = 20 ] || fail "metrics: field $k missing"
 done
 # The same run without learning (see the header): same seed, same draws.

@@ -1,6 +1,14 @@
 #pragma once
-// Which backend runs the math, and the one factory every pipeline gets its backend from. A CUDA build on
-// a machine without a usable GPU falls back to the CPU with one clear line (printed once per process).
+// Which backend runs the math, and the one factory every pipeline gets its backend from.
+//
+// The core library (libdreambooth.a) is CPU-only and includes no CUDA header. The CUDA backend's objects
+// (src/backend/cuda/, kernels/) are linked straight into the binaries that have it: build/dreambooth when
+// nvcc is found, and build/emu/dreambooth, the same backend on the CUDA emulator (a test build). They
+// define linked_cuda_backend(); in a binary without them that weak symbol is null.
+//
+// --device auto: the CUDA backend when it is linked and sees a device, else the CPU; a CUDA build that
+// finds no usable device says so once per process ("no usable CUDA device (...); running on the CPU").
+// --device cuda: an error naming the reason when that is not possible. --device cpu: the CPU reference.
 #include <memory>
 #include <string>
 
@@ -10,8 +18,21 @@ namespace db {
 
 enum class BackendKind { CPU, CUDA };
 
+// What a linked CUDA backend provides (src/backend/cuda/cuda_backend.cpp).
+struct CudaBackend {
+  bool emulated = false;   // the CUDA emulator (build/emu/dreambooth): a test tool, slow
+  const char* build = "";  // e.g. "sm_80, sm_90a" or "emulated on the CPU"
+  int (*device_count)(std::string* status) = nullptr;  // usable devices, or 0 and the reason
+  std::unique_ptr<Ops> (*make_ops)(int device) = nullptr;
+  // Toolchain self-check on device 0 (a Philox stream drawn on the device equals the CPU's); false and
+  // a reason in `report` when it differs or fails.
+  bool (*self_check)(std::string* report) = nullptr;
+};
+const CudaBackend* linked_cuda_backend() __attribute__((weak));
+
 struct DeviceInfo {
-  bool cuda_compiled = false;  // built with nvcc (DB_HAVE_CUDA)
+  bool cuda_compiled = false;  // a CUDA backend is linked into this binary
+  bool cuda_emulated = false;  // ... and it is the emulator
   int cuda_devices = 0;        // usable CUDA devices seen by the runtime
   std::string cuda_status;     // why there are none, or the device names
 };
@@ -20,10 +41,8 @@ DeviceInfo probe_devices();
 // requested: "auto" (CUDA when usable, else CPU with a note), "cpu", or "cuda" (error when unusable).
 BackendKind select_backend(const std::string& requested = "auto");
 const char* backend_name(BackendKind k);
-// The backend for `device` ("auto", "cpu" or "cuda", as select_backend).
+// The backend for `device` ("auto", "cpu" or "cuda", as select_backend). A CUDA backend uses the device
+// local_rank % devices, the local rank read from Open MPI's, Slurm's or MPICH's environment (0 if none).
 std::unique_ptr<Ops> make_ops(const std::string& device = "auto");
-
-// Implemented in src/backend/cuda/ when built with CUDA: device count, or 0 and the reason.
-int cuda_device_count(std::string* status);
 
 }  // namespace db

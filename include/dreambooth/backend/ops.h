@@ -32,6 +32,7 @@
 // (PyTorch's); conv weights [O, kh, kw, I]. All tensors contiguous.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "dreambooth/core/tensor.h"
@@ -111,6 +112,10 @@ class Ops {
   virtual void synchronize() = 0;
   virtual MemoryStats memory_stats() const = 0;
   virtual void reset_peak_memory() = 0;
+  // Named ranges for profilers (NVTX on CUDA: Nsight Systems shows each UNet block, the text encoder,
+  // the VAE, the optimizer). No-ops on the CPU, and nearly free on CUDA when no profiler is attached.
+  virtual void range_push(const char* name) {}
+  virtual void range_pop() {}
 
   // ---- dense ----
   // y[M, N] = x[M, K] · w[N, K]^T + b[N]; x may have any leading dims (M = numel / K). b optional
@@ -217,6 +222,23 @@ class Ops {
   // when the model computes with a separate copy of the master weights.
   virtual void adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& v, Tensor* working,
                           const AdamWStep& p, const Tensor& coef) = 0;
+};
+
+// A profiler range for the lifetime of the object: `const OpsRange r(ops, "unet.down_blocks.", i);`.
+class OpsRange {
+ public:
+  OpsRange(Ops& ops, const char* name) : ops_(ops) { ops_.range_push(name); }
+  OpsRange(Ops& ops, const char* prefix, size_t index) : ops_(ops) {
+    char name[96];
+    std::snprintf(name, sizeof name, "%s%zu", prefix, index);
+    ops_.range_push(name);
+  }
+  ~OpsRange() { ops_.range_pop(); }
+  OpsRange(const OpsRange&) = delete;
+  OpsRange& operator=(const OpsRange&) = delete;
+
+ private:
+  Ops& ops_;
 };
 
 // A host tensor as a tensor of this backend in `dtype`: the same storage on the CPU when no conversion

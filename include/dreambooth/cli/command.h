@@ -26,7 +26,8 @@ namespace po = boost::program_options;
 
 // The --device option of prepare, generate and train (backend/device.h make_ops).
 inline constexpr const char* kDeviceHelp =
-    "backend: auto | cpu (auto: the CPU in this version; the CUDA backend is not built yet)";
+    "backend: auto | cpu | cuda (auto: an NVIDIA GPU when this binary has the CUDA backend and sees "
+    "one, else the CPU; with several ranks per node, rank i uses GPU i % count)";
 
 // Parses a subcommand's options. Handles --help (prints usage + options, returns false: exit 0).
 // Unknown options, missing required ones and bad values throw UsageError (exit 2).

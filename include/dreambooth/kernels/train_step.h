@@ -3,6 +3,10 @@
 // Semantics are CpuOps' (backend/ops.h; src/backend/cpu/train_step_ops.cpp).
 #include "dreambooth/kernels/common.h"
 
+namespace db {
+struct AdamWStep;  // backend/ops.h
+}  // namespace db
+
 namespace db::kernels {
 
 // pred [S, n] (t), target [S, n] f32, k [S] f32 (the host's float(2 grad_weight[s] / n)):
@@ -16,6 +20,12 @@ cudaError_t mse_loss_forward_backward(DType t, const void* pred, const float* ta
 // gives the same bits).
 size_t sum_of_squares_workspace(int64_t n);
 cudaError_t sum_of_squares(const float* x, int64_t n, double* out, void* workspace, cudaStream_t stream);
+namespace detail {
+// For tests: sum_of_squares under an explicit launch shape (1 <= threads <= 128, any blocks >= 1); the
+// chunking is fixed, so every shape gives sum_of_squares' bits.
+cudaError_t sum_of_squares_shaped(const float* x, int64_t n, double* out, void* workspace, unsigned blocks,
+                                  unsigned threads, cudaStream_t stream);
+}  // namespace detail
 // coef [2] f32: coef[0] = clip coefficient min(1, max_norm / (sqrt(sum sumsq[0, n_sumsq)) + 1e-6)) (1 when
 // max_norm <= 0), coef[1] = 1 when that norm and check[0, n_check) are finite, else 0 (ops.h
 // clip_and_check, identical to backend/ops.h clip_coefficient).
@@ -32,6 +42,8 @@ struct AdamWScalars {
   float step_size;  // float(lr / (1 - beta1^step))
   float bc2_sqrt;   // float(sqrt(1 - beta2^step))
 };
+// Those scalars for one step (host code; CudaOps and the kernel tests share it).
+AdamWScalars adamw_scalars(const AdamWStep& c);
 // AdamW over n f32 elements with g = grad * coef[0], in the CPU backend's operation order with no
 // contraction into fused multiply-adds, so the result is bit-identical to CpuOps::adamw_step; nothing
 // changes when coef[1] == 0. working (working_t, may be null) receives the new master rounded to its dtype.

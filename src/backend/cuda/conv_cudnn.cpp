@@ -6,12 +6,11 @@
 // fastest deterministic algorithm cuDNN's heuristics propose within the workspace limit) is built once
 // and cached. Legacy wgrad writes dw in the input dtype, so the f32 accumulation is a bf16 dw into
 // scratch plus one add kernel (PyTorch autocast's weight gradient has the same bf16 precision).
-#include <cudnn.h>
+#include "conv_cudnn.h"
 
 #include <map>
 #include <tuple>
 
-#include "conv.h"
 #include "cuda_check.h"
 #include "device_allocator.h"
 #include "dreambooth/kernels/elementwise.h"
@@ -39,23 +38,6 @@ cudnnDataType_t dnn_type(DType t) {
 
 constexpr size_t kWorkspaceLimit = size_t(256) << 20;
 
-struct Plan {
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
-  cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t conv = nullptr;
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
-  size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
-  bool have_fwd = false, have_data = false, have_filter = false;
-  ~Plan() {
-    if (x) cudnnDestroyTensorDescriptor(x);
-    if (y) cudnnDestroyTensorDescriptor(y);
-    if (w) cudnnDestroyFilterDescriptor(w);
-    if (conv) cudnnDestroyConvolutionDescriptor(conv);
-  }
-};
-
 // The first result that succeeded, is deterministic when asked, and fits the workspace limit.
 template <class Perf>
 const Perf* pick(const Perf* perf, int n, bool deterministic) {
@@ -78,7 +60,7 @@ class CudnnConv final : public Conv {
   }
 
   void forward(const ConvShape& s, DType t, const void* x, const void* w, void* y) override {
-    Plan& p = plan(s, t);
+    ConvDescriptors& p = plan(s, t);
     if (!p.have_fwd) {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       int n = 0;
@@ -97,7 +79,7 @@ class CudnnConv final : public Conv {
   }
 
   void backward_data(const ConvShape& s, DType t, const void* dy, const void* w, void* dx) override {
-    Plan& p = plan(s, t);
+    ConvDescriptors& p = plan(s, t);
     if (!p.have_data) {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
       int n = 0;
@@ -116,7 +98,7 @@ class CudnnConv final : public Conv {
   }
 
   void backward_filter(const ConvShape& s, DType t, const void* x, const void* dy, float* dw) override {
-    Plan& p = plan(s, t);
+    ConvDescriptors& p = plan(s, t);
     if (!p.have_filter) {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
       int n = 0;
@@ -151,32 +133,43 @@ class CudnnConv final : public Conv {
                    ")");
   }
 
-  Plan& plan(const ConvShape& s, DType t) {
+  ConvDescriptors& plan(const ConvShape& s, DType t) {
     const Key key{s.B, s.H, s.W, s.C, s.O, s.kh, s.kw, s.stride, s.pad_h, s.pad_w, t};
     auto it = plans_.find(key);
     if (it != plans_.end()) return *it->second;
-    auto p = std::make_unique<Plan>();
-    const cudnnDataType_t dt = dnn_type(t);
-    DB_DNN(cudnnCreateTensorDescriptor(&p->x));
-    DB_DNN(cudnnCreateTensorDescriptor(&p->y));
-    DB_DNN(cudnnCreateFilterDescriptor(&p->w));
-    DB_DNN(cudnnCreateConvolutionDescriptor(&p->conv));
-    DB_DNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, dt, s.B, s.C, s.H, s.W));
-    DB_DNN(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NHWC, s.O, s.C, s.kh, s.kw));
-    DB_DNN(cudnnSetConvolution2dDescriptor(p->conv, s.pad_h, s.pad_w, s.stride, s.stride, 1, 1,
-                                           CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    DB_DNN(cudnnSetConvolutionMathType(p->conv, CUDNN_TENSOR_OP_MATH));
-    DB_DNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, dt, s.B, s.O, s.Ho(), s.Wo()));
-    return *plans_.emplace(key, std::move(p)).first->second;
+    return *plans_.emplace(key, make_conv_descriptors(s, t)).first->second;
   }
 
   cudaStream_t stream_;
   DeviceAllocator& alloc_;
   cudnnHandle_t handle_ = nullptr;
-  std::map<Key, std::unique_ptr<Plan>> plans_;
+  std::map<Key, std::unique_ptr<ConvDescriptors>> plans_;
 };
 
 }  // namespace
+
+ConvDescriptors::~ConvDescriptors() {
+  if (x) cudnnDestroyTensorDescriptor(x);
+  if (y) cudnnDestroyTensorDescriptor(y);
+  if (w) cudnnDestroyFilterDescriptor(w);
+  if (conv) cudnnDestroyConvolutionDescriptor(conv);
+}
+
+std::unique_ptr<ConvDescriptors> make_conv_descriptors(const ConvShape& s, DType t) {
+  auto p = std::make_unique<ConvDescriptors>();
+  const cudnnDataType_t dt = dnn_type(t);
+  DB_DNN(cudnnCreateTensorDescriptor(&p->x));
+  DB_DNN(cudnnCreateTensorDescriptor(&p->y));
+  DB_DNN(cudnnCreateFilterDescriptor(&p->w));
+  DB_DNN(cudnnCreateConvolutionDescriptor(&p->conv));
+  DB_DNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, dt, s.B, s.C, s.H, s.W));
+  DB_DNN(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NHWC, s.O, s.C, s.kh, s.kw));
+  DB_DNN(cudnnSetConvolution2dDescriptor(p->conv, s.pad_h, s.pad_w, s.stride, s.stride, 1, 1,
+                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  DB_DNN(cudnnSetConvolutionMathType(p->conv, t == DType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+  DB_DNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, dt, s.B, s.O, s.Ho(), s.Wo()));
+  return p;
+}
 
 std::unique_ptr<Conv> make_conv(int device, cudaStream_t stream, DeviceAllocator& alloc) {
   DB_CUDA(cudaSetDevice(device));

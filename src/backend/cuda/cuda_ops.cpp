@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include <nvtx3/nvToolsExt.h>
+
 #include "cuda_check.h"
 #include "dreambooth/kernels/elementwise.h"
 #include "dreambooth/kernels/train_step.h"
@@ -16,12 +18,14 @@ CudaOps::CudaOps(int device) : device_(device) {
   alloc_ = std::make_unique<DeviceAllocator>(device, stream_);
   gemm_ = make_gemm(device, stream_, *alloc_);
   conv_ = make_conv(device, stream_, *alloc_);
+  staging_ = std::make_unique<PinnedStaging>(stream_);
   DB_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_id_), sizeof(int)));
   DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
 }
 
 CudaOps::~CudaOps() {
   cudaStreamSynchronize(stream_);
+  staging_.reset();
   conv_.reset();
   gemm_.reset();
   if (bad_id_) cudaFree(bad_id_);
@@ -57,7 +61,7 @@ void CudaOps::cast(const Tensor& src, Tensor& dst) {
 
 void CudaOps::upload(const void* host, Tensor& dst) {
   expect(dst, "upload");
-  DB_CUDA(cudaMemcpyAsync(dst.raw(), host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
+  staging_->upload(dst.raw(), host, dst.nbytes());
 }
 
 void CudaOps::download(const Tensor& src, void* host) {
@@ -73,6 +77,15 @@ void CudaOps::synchronize() {
     DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
     throw Error("embedding: token id at position ", bad - 1, " is outside the vocabulary");
   }
+}
+
+// NVTX v3 is header-only: without a profiler attached a push is a test of a null function pointer.
+void CudaOps::range_push(const char* name) {
+  nvtxRangePushA(name);
+}
+
+void CudaOps::range_pop() {
+  nvtxRangePop();
 }
 
 // ---- the training step ----
@@ -93,8 +106,7 @@ void CudaOps::mse_loss_forward_backward(const Tensor& pred, const Tensor& target
   std::vector<float> k(static_cast<size_t>(S));
   for (int64_t s = 0; s < S; ++s)
     k[size_t(s)] = float(2.0 * grad_weight[size_t(s)] / double(n));  // as the CPU
-  // An async copy from pageable memory stages the bytes before it returns (CUDA's documented behaviour),
-  // so `k` may go out of scope without a synchronisation.
+  // upload() stages through pinned memory: `k` may go out of scope at once.
   Tensor kd = empty({S}, DType::F32);
   upload(k.data(), kd);
   std::shared_ptr<void> ws = scratch(kernels::mse_loss_workspace(int(S), n));
@@ -133,14 +145,7 @@ void CudaOps::adamw_step(Tensor& master, const Tensor& grad, Tensor& m, Tensor& 
   DB_CHECK(!working || (working->numel() == n && working->device() == Device::CUDA), "adamw: working copy ",
            working ? working->desc() : "");
   // The scalars exactly as CpuOps::adamw_step forms them (double, rounded once to float).
-  kernels::AdamWScalars s;
-  s.decay = float(1.0 - c.lr * c.weight_decay);
-  s.w1 = float(1.0 - c.beta1);
-  s.w2 = float(1.0 - c.beta2);
-  s.beta2 = float(c.beta2);
-  s.eps = float(c.eps);
-  s.step_size = float(c.lr / (1.0 - std::pow(c.beta1, double(c.step))));
-  s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(c.step))));
+  const kernels::AdamWScalars s = kernels::adamw_scalars(c);
   DB_CUDA(kernels::adamw_step(master.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                               working ? working->dtype() : DType::F32, working ? working->raw() : nullptr, n,
                               s, coef.data<float>(), stream_));

@@ -13,6 +13,7 @@
 #include "device_allocator.h"
 #include "dreambooth/backend/ops.h"
 #include "gemm.h"
+#include "pinned_staging.h"
 
 namespace db::cuda {
 
@@ -36,6 +37,8 @@ class CudaOps final : public Ops {
   void synchronize() override;
   MemoryStats memory_stats() const override { return alloc_->stats(); }
   void reset_peak_memory() override { alloc_->reset_peak(); }
+  void range_push(const char* name) override;
+  void range_pop() override;
 
   // ---- layers (cuda_ops_nn.cpp) ----
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
@@ -93,7 +96,6 @@ class CudaOps final : public Ops {
   void expect(const Tensor& t, const char* what) const;
   std::shared_ptr<void> scratch(size_t bytes) { return alloc_->scratch(bytes); }
   void run_conv_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dGeometry& g);
-  Tensor as_bf16(const Tensor& t);
 
   int device_;
   DType act_ = DType::BF16;
@@ -101,6 +103,7 @@ class CudaOps final : public Ops {
   std::unique_ptr<DeviceAllocator> alloc_;
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<Conv> conv_;
+  std::unique_ptr<PinnedStaging> staging_;
   int* bad_id_ = nullptr;  // device int: embedding_forward's out-of-range id (+1), checked at synchronize()
 };
 

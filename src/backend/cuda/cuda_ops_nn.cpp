@@ -244,55 +244,42 @@ AttnDims attn_dims(const Tensor& q, const Tensor& k, const AttentionParams& p) {
 }
 }  // namespace
 
-// The attention kernels take bf16 (tensor cores). In the f32 test mode the operands go through bf16
-// copies: attention there has bf16 precision, every other op f32.
-Tensor CudaOps::as_bf16(const Tensor& t) {
-  if (t.dtype() == DType::BF16) return t;
-  Tensor b = empty(t.shape(), DType::BF16);
-  cast(t, b);
-  return b;
-}
-
+// The launchers pick the tensor-core flash kernels for bf16 at SD's head dims and the generic kernels
+// otherwise (f32 test mode, the tiny test models, the VAE's head dim 512): kernels/attention.cu.
 void CudaOps::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                                 const AttentionParams& p, Tensor* lse) {
-  expect(q, "attention q");
+  for (const Tensor* t : {&q, &k, &v, static_cast<const Tensor*>(&out)}) expect(*t, "attention");
   const AttnDims d = attn_dims(q, k, p);
-  DB_CHECK(v.shape() == k.shape() && out.shape() == q.shape() && out.dtype() == q.dtype(), "attention: v ",
-           v.desc(), ", out ", out.desc());
+  DB_CHECK(v.shape() == k.shape() && out.shape() == q.shape() && k.dtype() == q.dtype() &&
+               v.dtype() == q.dtype() && out.dtype() == q.dtype(),
+           "attention: q ", q.desc(), ", k ", k.desc(), ", v ", v.desc(), ", out ", out.desc());
   DB_CHECK(!lse || (lse->numel() == int64_t(d.B) * d.H * d.Tq && lse->dtype() == DType::F32),
            "attention: lse ", lse ? lse->desc() : "");
-  const Tensor qb = as_bf16(q), kb = as_bf16(k), vb = as_bf16(v);
-  Tensor ob = out.dtype() == DType::BF16 ? out : empty(out.shape(), DType::BF16);
   std::shared_ptr<void> ws = scratch(kernels::attention_forward_workspace(d.B, d.H, d.Tq, d.Tk, d.D));
-  DB_CUDA(kernels::attention_forward(DType::BF16, qb.raw(), kb.raw(), vb.raw(), ob.raw(),
+  DB_CUDA(kernels::attention_forward(q.dtype(), q.raw(), k.raw(), v.raw(), out.raw(),
                                      lse ? lse->data<float>() : nullptr, d.B, d.H, d.Tq, d.Tk, d.D, d.scale,
                                      p.causal, ws.get(), stream_));
-  if (ob.raw() != out.raw()) cast(ob, out);
 }
 
 void CudaOps::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& out, const Tensor& lse, const AttentionParams& p, Tensor& dq,
                                  Tensor& dk, Tensor& dv) {
-  expect(dout, "attention_backward dout");
+  for (const Tensor* t : {&dout, &q, &k, &v, &out, &lse, static_cast<const Tensor*>(&dq),
+                          static_cast<const Tensor*>(&dk), static_cast<const Tensor*>(&dv)})
+    expect(*t, "attention_backward");
   const AttnDims d = attn_dims(q, k, p);
-  DB_CHECK(dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
-               lse.numel() == int64_t(d.B) * d.H * d.Tq,
-           "attention_backward: dq ", dq.desc(), ", dk ", dk.desc(), ", dv ", dv.desc(), ", lse ",
-           lse.desc());
-  const Tensor dob = as_bf16(dout), qb = as_bf16(q), kb = as_bf16(k), vb = as_bf16(v), ob = as_bf16(out);
-  const bool direct = dq.dtype() == DType::BF16;
-  Tensor dqb = direct ? dq : empty(dq.shape(), DType::BF16),
-         dkb = direct ? dk : empty(dk.shape(), DType::BF16),
-         dvb = direct ? dv : empty(dv.shape(), DType::BF16);
+  const DType t = q.dtype();
+  DB_CHECK(
+      dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape() &&
+          dout.shape() == q.shape() && lse.numel() == int64_t(d.B) * d.H * d.Tq && lse.dtype() == DType::F32,
+      "attention_backward: dq ", dq.desc(), ", dk ", dk.desc(), ", dv ", dv.desc(), ", lse ", lse.desc());
+  for (const Tensor* x : {&dout, &k, &v, &out, static_cast<const Tensor*>(&dq),
+                          static_cast<const Tensor*>(&dk), static_cast<const Tensor*>(&dv)})
+    DB_CHECK(x->dtype() == t, "attention_backward: mixed dtypes (", x->desc(), " with q ", q.desc(), ")");
   std::shared_ptr<void> ws = scratch(kernels::attention_backward_workspace(d.B, d.H, d.Tq, d.Tk, d.D));
-  DB_CUDA(kernels::attention_backward(DType::BF16, dob.raw(), qb.raw(), kb.raw(), vb.raw(), ob.raw(),
-                                      lse.data<float>(), dqb.raw(), dkb.raw(), dvb.raw(), d.B, d.H, d.Tq,
-                                      d.Tk, d.D, d.scale, p.causal, ws.get(), stream_));
-  if (!direct) {
-    cast(dqb, dq);
-    cast(dkb, dk);
-    cast(dvb, dv);
-  }
+  DB_CUDA(kernels::attention_backward(t, dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
+                                      dq.raw(), dk.raw(), dv.raw(), d.B, d.H, d.Tq, d.Tk, d.D, d.scale,
+                                      p.causal, ws.get(), stream_));
 }
 
 }  // namespace db::cuda
