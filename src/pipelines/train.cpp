@@ -215,6 +215,32 @@ std::vector<std::string> resume_differences(const nlohmann::json& s, const Train
   return d;
 }
 
+// state.json of a checkpoint (train.h), less the file list write_checkpoint adds.
+nlohmann::json checkpoint_state(const TrainOptions& o, int64_t step, const DataCursor& c, int64_t adam_step,
+                                int64_t consecutive_bad, const LrSchedule& lr, const World& w,
+                                const RunIdentity& id) {
+  return {{"version", kStateVersion},
+          {"step", step},
+          {"data_cursor", {{"epoch", c.epoch}, {"position", c.position}}},
+          {"seed", o.seed},
+          {"adam_step", adam_step},
+          {"consecutive_nonfinite", consecutive_bad},
+          {"lr_scheduler",
+           {{"name", lr.name},
+            {"base_lr", lr.base_lr},
+            {"warmup_steps", lr.warmup_steps},
+            {"total_steps", lr.total_steps}}},
+          {"world_size", w.size},
+          {"batch_size", o.batch_size},
+          {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+          {"train_text_encoder", o.train_text_encoder},
+          {"model", o.model},
+          {"model_fingerprint", id.model_fp},
+          {"data_fingerprint", id.data_fp},
+          {"options", key_options(o)},
+          {"dreambooth_version", std::string(kVersion)}};
+}
+
 // Restores the process-wide settings run_train changes (tests run it in one process).
 struct RunScope {
   double timeout = collective_timeout();
@@ -564,27 +590,8 @@ TrainResult run_train(const TrainOptions& o) {
     } else if (due || stopping) {
       if (w.is_root()) {
         metrics.sync();  // the log on disk reaches at least every checkpoint's step
-        const DataCursor c = loader.cursor();
-        nlohmann::json s = {{"version", kStateVersion},
-                            {"step", step},
-                            {"data_cursor", {{"epoch", c.epoch}, {"position", c.position}}},
-                            {"seed", o.seed},
-                            {"adam_step", st.adam_step},
-                            {"consecutive_nonfinite", consecutive_bad},
-                            {"lr_scheduler",
-                             {{"name", so.lr.name},
-                              {"base_lr", so.lr.base_lr},
-                              {"warmup_steps", so.lr.warmup_steps},
-                              {"total_steps", so.lr.total_steps}}},
-                            {"world_size", w.size},
-                            {"batch_size", o.batch_size},
-                            {"gradient_accumulation_steps", accum},
-                            {"train_text_encoder", o.train_text_encoder},
-                            {"model", o.model},
-                            {"model_fingerprint", id.model_fp},
-                            {"data_fingerprint", id.data_fp},
-                            {"options", key_options(o)},
-                            {"dreambooth_version", std::string(kVersion)}};
+        const nlohmann::json s =
+            checkpoint_state(o, step, loader.cursor(), st.adam_step, consecutive_bad, so.lr, w, id);
         write_checkpoint(*ops, o.out, step, st, base, s);
         for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
           log_info("train: removed ", p);
