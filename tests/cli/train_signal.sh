@@ -30,7 +30,7 @@ np2() {
   timeout 60 mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
     -x OPENBLAS_NUM_THREADS -x OPENBLAS_CORETYPE -np 2 "$@"
 }
-steps=12
+steps=100  # ~3 s of steps after the 2nd metrics line: room for the signal on a loaded machine
 
 "$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null || fail "init-model"
 "$bin" prepare --images jobs/data/dog --prompt "photo of unqtkn dog" --model "$tmp/base" \
