@@ -21,16 +21,24 @@ void check_mpi(int rc, const char* what) {
   DB_CHECK(rc == MPI_SUCCESS, what, " failed (code ", rc, ")");
 }
 
-// MPI counts are int: a buffer goes in windows of at most kWindow elements, each with its own counts
-// (a rank's part clipped to the window). Every rank cuts the same windows.
-constexpr int64_t kWindow = INT_MAX / 16;
+// MPI counts are int: a buffer goes in windows of at most window() elements, each with its own counts
+// (a rank's part clipped to the window). Every rank cuts the same windows. DREAMBOOTH_MPI_WINDOW (a test
+// hook, tests/mpi/shard_optimizer.sh) makes them small enough for a tiny model to cross them.
+int64_t window() {
+  static const int64_t w = [] {
+    const char* e = std::getenv("DREAMBOOTH_MPI_WINDOW");
+    const int64_t v = e ? std::atoll(e) : 0;
+    return v > 0 ? std::min<int64_t>(v, INT_MAX / 16) : int64_t(INT_MAX / 16);
+  }();
+  return w;
+}
 
 template <typename F>
 void windows(const std::vector<int64_t>& counts, F f) {
   int64_t n = 0;
   for (int64_t c : counts) n += c;
-  for (int64_t w0 = 0; w0 < n; w0 += kWindow) {
-    const int64_t w1 = std::min(n, w0 + kWindow);
+  for (int64_t w0 = 0; w0 < n; w0 += window()) {
+    const int64_t w1 = std::min(n, w0 + window());
     std::vector<int> cnt, displ;
     int64_t begin = 0;
     for (int64_t c : counts) {
@@ -128,8 +136,8 @@ class MpiCommunicator final : public Communicator {
   static void reduce(void* data, int64_t n, DType dtype) {
     const MPI_Datatype type = dtype == DType::F32 ? MPI_FLOAT : MPI_DOUBLE;
     const size_t esize = dtype_size(dtype);
-    for (int64_t off = 0; off < n; off += kWindow) {
-      const int cnt = int(std::min(kWindow, n - off));
+    for (int64_t off = 0; off < n; off += window()) {
+      const int cnt = int(std::min(window(), n - off));
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + size_t(off) * esize, cnt, type,
                               MPI_SUM, MPI_COMM_WORLD),
                 "MPI_Allreduce");

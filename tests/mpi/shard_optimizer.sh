@@ -4,7 +4,9 @@
 #    exact-order for 2 ranks whether MPI all-reduces or reduce-scatters), AdamW is elementwise, and only
 #    the gradient norm's f64 sum is split differently (owned ranges, then all-reduced): max abs <= 1e-6
 #    over every weight (measured 0). The sharded run uses tiny buckets (--bucket-mb 0.05) so spans
-#    where one rank owns nothing and spans cut by a shard boundary are reduce-scattered too. The
+#    where one rank owns nothing and spans cut by a shard boundary are reduce-scattered too, and with
+#    DREAMBOOTH_MPI_WINDOW=1000 (MPI calls cut into windows of 1000 elements, as buffers over
+#    INT_MAX / 16 elements are: an SD UNet gradient is 860 M) so the windowing is exercised. The
 #    step-2 checkpoint's optimizer.safetensors (moments gathered from both ranks) must equal the
 #    unsharded one byte for byte (the moments are elementwise too).
 # 2. The sharded checkpoint resumes on 1 rank (--batch-size 2: the same global batch) and gives the same
@@ -49,7 +51,8 @@ args=(train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tm
 t0=$(date +%s)
 np2 "$bin" "${args[@]}" --max-steps 4 --batch-size 1 --checkpoint-every 2 --out "$tmp/u" > /dev/null 2> "$tmp/u.log" ||
   { cat "$tmp/u.log"; fail "mpirun -np 2 train"; }
-np2 "$bin" "${args[@]}" --max-steps 4 --batch-size 1 --checkpoint-every 2 --shard-optimizer --bucket-mb 0.05 \
+DREAMBOOTH_MPI_WINDOW=1000 np2 -x DREAMBOOTH_MPI_WINDOW "$bin" "${args[@]}" --max-steps 4 --batch-size 1 \
+  --checkpoint-every 2 --shard-optimizer --bucket-mb 0.05 \
   --out "$tmp/s" > /dev/null 2> "$tmp/s.log" || { cat "$tmp/s.log"; fail "mpirun -np 2 train --shard-optimizer"; }
 grep -q 'shard-optimizer: AdamW moments split over 2 ranks' "$tmp/s.log" || { cat "$tmp/s.log"; fail "no sharding logged"; }
 grep 'MiB of optimizer state saved' "$tmp/s.log" | sed 's/^/  /'
