@@ -54,6 +54,7 @@ void windows(const std::vector<int64_t>& counts, F f) {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(Ops& ops) : ops_(ops), world_(world()) {}
+  const char* name() const override { return "mpi"; }
   int rank() const override { return world_.rank; }
   int size() const override { return world_.size; }
 

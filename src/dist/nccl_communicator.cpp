@@ -49,6 +49,7 @@ class NcclCommunicator final : public Communicator {
     if (issued_) cudaEventDestroy(issued_);
     if (stream_) cudaStreamDestroy(stream_);
   }
+  const char* name() const override { return "nccl"; }
   int rank() const override { return world_.rank; }
   int size() const override { return world_.size; }
 

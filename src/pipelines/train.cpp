@@ -220,6 +220,8 @@ TrainResult run_train(const TrainOptions& o) {
   const std::unique_ptr<Communicator> comm =
       make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
   TrainState st = TrainState::load(*ops, base, o.train_text_encoder);
+  if (w.size > 1 && w.is_root())
+    log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
   if (o.shard_optimizer && w.size > 1) {
     const int64_t saved = st.shard_optimizer(*ops, w.rank, w.size);
     if (w.is_root())

@@ -16,6 +16,7 @@ namespace {
 // "Reduces" by doubling (what a 2-rank sum of equal gradients gives) and records each call.
 class RecordingComm final : public Communicator {
  public:
+  const char* name() const override { return "recording"; }
   int rank() const override { return 0; }
   int size() const override { return 2; }
   void allreduce_sum(Tensor& t) override {

@@ -14,6 +14,7 @@ namespace db {
 class Communicator {
  public:
   virtual ~Communicator() = default;
+  virtual const char* name() const = 0;  // "mpi", "nccl"
   virtual int rank() const = 0;
   virtual int size() const = 0;
   // In place: t = sum of t over the ranks (F32 or F64), after every op issued so far on the backend.
