@@ -71,7 +71,6 @@ class MpiCommunicator final : public Communicator {
     if (world_.size == 1) return;
     int64_t own = 0;
     for (int r = 0; r < world_.rank; ++r) own += counts[size_t(r)];
-    Tensor part = t.view({t.numel()}).slice(own, own + counts[size_t(world_.rank)]);
     std::vector<float> recv;
     auto run = [&](char* data) {
       float* f = reinterpret_cast<float*>(data);
@@ -82,17 +81,7 @@ class MpiCommunicator final : public Communicator {
         std::memcpy(f + w0 + displ[size_t(world_.rank)], recv.data(), size_t(cnt[size_t(world_.rank)]) * 4);
       });
     };
-    if (t.device() == Device::CPU) {
-      ops_.synchronize();
-      run(static_cast<char*>(t.raw()));
-      return;
-    }
-    std::vector<char> host(t.nbytes());
-    ops_.download(t, host.data());
-    ops_.synchronize();
-    run(host.data());
-    if (part.numel() > 0) ops_.upload(host.data() + size_t(own) * 4, part);  // only this rank's part
-    ops_.synchronize();
+    staged(t, run, own, own + counts[size_t(world_.rank)]);  // only this rank's part goes back
   }
 
   void all_gather(Tensor& t, const std::vector<int64_t>& counts) override {
@@ -118,9 +107,10 @@ class MpiCommunicator final : public Communicator {
              " elements for ", t.desc(), " over ", world_.size, " ranks");
   }
 
-  // f(host bytes of t): t itself on the CPU backend, else a host copy, uploaded back.
+  // f(host bytes of t): t itself on the CPU backend, else a host copy whose elements [first, last)
+  // (default: all) are uploaded back.
   template <typename F>
-  void staged(Tensor& t, F f) {
+  void staged(Tensor& t, F f, int64_t first = 0, int64_t last = -1) {
     if (t.device() == Device::CPU) {
       ops_.synchronize();
       f(static_cast<char*>(t.raw()));
@@ -130,7 +120,9 @@ class MpiCommunicator final : public Communicator {
     ops_.download(t, host.data());
     ops_.synchronize();
     f(host.data());
-    ops_.upload(host.data(), t);
+    if (last < 0) last = t.numel();
+    Tensor back = t.view({t.numel()}).slice(first, last);
+    if (back.numel() > 0) ops_.upload(host.data() + size_t(first) * dtype_size(t.dtype()), back);
     ops_.synchronize();  // `host` is released on return
   }
 

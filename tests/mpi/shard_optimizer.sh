@@ -35,15 +35,9 @@ max_abs() {
 }
 within() { jq -n -e --argjson v "$1" "\$v <= $2" > /dev/null; }
 
-"$bin" init-model --preset sd1-tiny --seed 5 --out "$tmp/base" > /dev/null 2>&1 || fail "init-model"
-mkdir -p "$tmp/inst" "$tmp/class"
-fx=tests/fixtures/images
-cp $fx/exif1_le_60x34.jpg $fx/gray_77x99.jpg $fx/progressive_161x120.jpg "$tmp/inst/"
-cp $fx/cmyk_53x41.jpg $fx/exif6_40x24.png $fx/graya_70x40.png $fx/rgb16_50x33.png "$tmp/class/"
-for k in inst class; do
-  p="photo of unqtkn dog"; [ $k = class ] && p="photo of a dog"
-  "$bin" prepare --images "$tmp/$k" --prompt "$p" --model "$tmp/base" --out "$tmp/$k.h5" 2> /dev/null || fail "prepare $k"
-done
+# shellcheck source=tests/mpi/tiny_data.bash
+source tests/mpi/tiny_data.bash
+tiny_data "$bin" "$tmp" || fail "init-model / prepare"
 args=(train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tmp/class.h5"
   --lr 1e-4 --seed 11 --progress-seconds 0)
 
