@@ -39,7 +39,8 @@ CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -MMD -MP
 CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread $(SAN_FLAGS)
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 
-SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -path 'src/cli/*' ! -path 'src/emu/*' | sort)
+SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -path 'src/cli/*' ! -path 'src/emu/*' \
+                ! -name 'nccl_*.cpp' | sort)
 CLI_SRCS   := $(shell find src/cli -name '*.cpp' | sort)
 ASM_SRCS   := $(shell find src -name '*.S' | sort)
 TEST_SRCS  := $(shell find tests/unit -name '*.cpp' | sort)
@@ -47,18 +48,21 @@ BENCH_SRCS := $(shell find bench -maxdepth 1 -name '*.cpp' | sort)
 
 # The CUDA backend (src/backend/cuda/ and kernels/) is not part of libdreambooth.a: its objects are linked
 # straight into the binaries that have it, where they define the weak linked_cuda_backend() hook
-# (backend/device.h). *_emu.cpp are the emulated build's stand-ins for cuBLASLt and cuDNN.
+# (backend/device.h). *_emu.cpp are the emulated build's stand-ins for cuBLASLt and cuDNN. The NCCL
+# Communicator (src/dist/nccl_*.cpp) goes the same way (weak make_nccl_communicator, dist/communicator.h);
+# the emulated build has no NCCL and uses the MPI Communicator.
 CUDA_HOST_SRCS := $(sort $(wildcard src/backend/cuda/*.cpp))
+NCCL_SRCS      := $(sort $(wildcard src/dist/nccl_*.cpp))
 CU_ALL_SRCS    := $(sort $(wildcard kernels/*.cu))
 ifeq ($(CUDA),1)
   CPPFLAGS   += -I$(CUDA_HOME)/include
-  CUDA_SRCS  := $(filter-out %_emu.cpp,$(CUDA_HOST_SRCS))
+  CUDA_SRCS  := $(filter-out %_emu.cpp,$(CUDA_HOST_SRCS)) $(NCCL_SRCS)
   CU_SRCS    := $(CU_ALL_SRCS)
   # -Xptxas -v prints registers, shared memory and spills per kernel in the build output; -warn-spills
   # with -Werror turns any spill into a build failure.
   NVCCFLAGS  ?= -std=c++20 -O3 -lineinfo -Iinclude -Xptxas -v,-warn-spills,-Werror \
                 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
-  CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcudnn -lcudart_static -lrt
+  CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcudnn -lnccl -lcudart_static -lrt
 else
   CUDA_SRCS  :=
   CU_SRCS    :=

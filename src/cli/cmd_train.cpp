@@ -72,7 +72,13 @@ int run_train_cmd(int argc, char** argv) {
       "max-grad-norm", po::value(&o.max_grad_norm)->default_value(1.0f, "1.0"),
       "clip the global gradient norm (UNet + text encoder) to this (0: no clipping)")(
       "max-nonfinite-steps", po::value(&o.max_nonfinite_steps)->default_value(5),
-      "stop with an error after this many non-finite steps in a row (each is skipped)");
+      "stop with an error after this many non-finite steps in a row (each is skipped)")(
+      "shard-optimizer",
+      "ZeRO-1 under mpirun: each rank keeps AdamW moments for 1/N of the weights, gradients "
+      "reduce-scattered, updated weights all-gathered (same result as unsharded; checkpoints are full)")(
+      "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
+      "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
+      "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs)");
   po::options_description optim("optimizer");
   optim.add_options()("lr", po::value(&o.lr)->default_value(5e-6f, "5e-6"), "learning rate")(
       "adam-beta1", po::value(&o.adam_beta1)->default_value(0.9, "0.9"), "AdamW beta1")(
@@ -141,6 +147,8 @@ int run_train_cmd(int argc, char** argv) {
   }
   o.train_text_encoder = !vm.count("no-train-text-encoder");
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
+  o.shard_optimizer = vm.count("shard-optimizer") > 0;
+  if (!(o.bucket_mb > 0)) throw UsageError(str_cat("train: --bucket-mb must be > 0 (got ", o.bucket_mb, ")"));
   o.offset_noise = vm.count("offset-noise") > 0;
   o.use_cached_latents = !vm.count("no-cached-latents");
   o.overwrite = vm.count("overwrite") > 0;

@@ -9,10 +9,14 @@ namespace db {
 GradientReducer::GradientReducer(Communicator& comm, Ops& ops, size_t bucket_bytes)
     : comm_(comm), ops_(ops), bucket_bytes_(bucket_bytes) {}
 
-void GradientReducer::attach(const std::string& model, const ParamRegistry& reg, const Tensor& grad) {
+void GradientReducer::attach(const std::string& model, const ParamRegistry& reg, const Tensor& grad,
+                             const ShardLayout* shard) {
   DB_CHECK(grad.dtype() == DType::F32 && grad.numel() == reg.total_numel(), "gradient reducer: ", model,
            " gradients ", grad.desc(), " do not match the registry (", reg.total_numel(), " elements)");
-  models_.push_back({model, &reg, grad.view({grad.numel()}), std::vector<char>(reg.params().size(), 0)});
+  DB_CHECK(!shard || (shard->ranks() == comm_.size() && shard->numel() == grad.numel()),
+           "gradient reducer: ", model, " shard layout does not match the world or the gradients");
+  models_.push_back({model, &reg, grad.view({grad.numel()}), std::vector<char>(reg.params().size(), 0),
+                     shard ? *shard : ShardLayout()});
 }
 
 GradientReducer::Model& GradientReducer::find(const std::string& model) {
@@ -52,8 +56,12 @@ void GradientReducer::flush() {
     size_t j = i + 1;
     for (; j < pending_.size() && pending_[j].model == span.model && pending_[j].first == span.second; ++j)
       span.second = pending_[j].second;
-    Tensor t = models_[span.model].grad.slice(span.first, span.second);
-    comm_.allreduce_sum(t);
+    const Model& m = models_[span.model];
+    Tensor t = m.grad.slice(span.first, span.second);
+    if (m.shard.ranks() > 0)
+      comm_.reduce_scatter_sum(t, m.shard.counts_in(span.first, span.second));
+    else
+      comm_.allreduce_sum(t);
     i = j;
   }
   pending_.clear();
@@ -73,7 +81,12 @@ void GradientReducer::finish() {
   flush();
   const float inv = 1.f / float(comm_.size());
   for (Model& m : models_) {
-    ops_.scale_forward(m.grad, m.grad, inv);
+    if (m.shard.ranks() > 0) {
+      Tensor own = m.grad.slice(m.shard.begin(comm_.rank()), m.shard.end(comm_.rank()));
+      if (own.numel() > 0) ops_.scale_forward(own, own, inv);
+    } else {
+      ops_.scale_forward(m.grad, m.grad, inv);
+    }
     std::fill(m.reduced.begin(), m.reduced.end(), 0);
   }
 }

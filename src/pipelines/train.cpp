@@ -62,21 +62,29 @@ std::string hms(double s) {
 
 // ---- checkpoints ----
 
-// Weights (f32 masters) and AdamW moments, downloaded from the backend. A frozen text encoder has no
-// moments: optimizer.safetensors then holds the UNet's only.
+// AdamW moments of the whole models in host memory, gathered from the ranks when the optimizer is
+// sharded (a collective: every rank calls it). A frozen text encoder has no moments.
+std::vector<std::pair<std::string, Tensor>> gather_moments(Ops& ops, Communicator& comm,
+                                                           const TrainState& st) {
+  std::vector<std::pair<std::string, Tensor>> moments;
+  for (const auto& [name, b] :
+       {std::pair<const char*, const ModelBuffers*>{"unet", &st.unet_buf}, {"text_encoder", &st.te_buf}})
+    if (b->trained() && (b->sharded() || comm.rank() == 0)) {  // unsharded: only rank 0 writes
+      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(ops, &comm, b->m));
+      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(ops, &comm, b->v));
+    }
+  return moments;
+}
+
+// Weights (f32 masters) and AdamW moments (gather_moments: the same full file sharded or not).
 void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const TrainState& st,
-                      const ModelFolder& base, const nlohmann::json& state) {
+                      const ModelFolder& base, const std::vector<std::pair<std::string, Tensor>>& moments,
+                      const nlohmann::json& state) {
   AtomicDir dir(out + "/" + checkpoint_name(step));
   save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
                  to_host(ops, st.unet_buf.master), DType::F32);
   save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
                  to_host(ops, st.te_buf.master), DType::F32);
-  std::vector<std::pair<std::string, Tensor>> moments = {{"unet.m", to_host(ops, st.unet_buf.m)},
-                                                         {"unet.v", to_host(ops, st.unet_buf.v)}};
-  if (st.te_buf.trained()) {
-    moments.emplace_back("text_encoder.m", to_host(ops, st.te_buf.m));
-    moments.emplace_back("text_encoder.v", to_host(ops, st.te_buf.v));
-  }
   write_safetensors(dir.path() + "/optimizer.safetensors", moments,
                     {{"adam_step", std::to_string(st.adam_step)}});
   nlohmann::json marker = state;
@@ -86,16 +94,18 @@ void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const Trai
   dir.commit();
 }
 
-void read_flat(Ops& ops, const SafetensorsFile& f, const std::string& name, Tensor& dst) {
+// The model's whole moment `name` from the file; this rank's range [b.own_begin, b.own_end) into dst.
+void read_flat(Ops& ops, const SafetensorsFile& f, const std::string& name, const ModelBuffers& b,
+               Tensor& dst) {
   const SafeTensorInfo* t = f.find(name);
   DB_CHECK(
       t, f.path(), ": no tensor ", name,
       name.starts_with("text_encoder.") ? " (was the checkpoint written with a frozen text encoder?)" : "");
-  DB_CHECK(shape_numel(t->shape) == dst.numel(), f.path(), ": ", name, " has ", shape_numel(t->shape),
-           " elements, the model needs ", dst.numel(), " (a checkpoint of another model?)");
-  Tensor host = Tensor::empty(dst.shape());
+  DB_CHECK(shape_numel(t->shape) == b.reg.total_numel(), f.path(), ": ", name, " has ", shape_numel(t->shape),
+           " elements, the model needs ", b.reg.total_numel(), " (a checkpoint of another model?)");
+  Tensor host = Tensor::empty({b.reg.total_numel()});
   f.read_f32(*t, host.f32());
-  ops.upload(host.raw(), dst);
+  ops.upload(host.f32() + b.own_begin, dst);
   ops.synchronize();
 }
 
@@ -112,11 +122,11 @@ void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
   upload_weights(ops, ckpt + "/unet", Component::UNet, st.unet_buf);
   upload_weights(ops, ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
   const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
-  read_flat(ops, f, "unet.m", st.unet_buf.m);
-  read_flat(ops, f, "unet.v", st.unet_buf.v);
+  read_flat(ops, f, "unet.m", st.unet_buf, st.unet_buf.m);
+  read_flat(ops, f, "unet.v", st.unet_buf, st.unet_buf.v);
   if (st.te_buf.trained()) {
-    read_flat(ops, f, "text_encoder.m", st.te_buf.m);
-    read_flat(ops, f, "text_encoder.v", st.te_buf.v);
+    read_flat(ops, f, "text_encoder.m", st.te_buf, st.te_buf.m);
+    read_flat(ops, f, "text_encoder.v", st.te_buf, st.te_buf.v);
   }
 }
 
@@ -340,8 +350,20 @@ TrainResult run_train(const TrainOptions& o) {
   const RunIdentity id{model_fingerprint(o.model), data_fingerprint(o.instance, o.class_data)};
   const NoiseSchedule sched(base.scheduler);
   const std::unique_ptr<Ops> ops = make_ops(o.device);
-  const std::unique_ptr<Communicator> comm = make_mpi_communicator(*ops);
+  const CudaBackend* cb = linked_cuda_backend ? linked_cuda_backend() : nullptr;
+  const std::unique_ptr<Communicator> comm =
+      make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
   TrainState st = TrainState::load(*ops, base, o.train_text_encoder);
+  if (w.size > 1 && w.is_root())
+    log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
+  if (o.shard_optimizer && w.size > 1) {
+    const int64_t saved = st.shard_optimizer(*ops, w.rank, w.size);
+    if (w.is_root())
+      log_info("train: --shard-optimizer: AdamW moments split over ", w.size, " ranks, ",
+               double(saved) / (1 << 20), " MiB of optimizer state saved per rank");
+  } else if (o.shard_optimizer && w.is_root()) {
+    log_info("train: --shard-optimizer on 1 rank: nothing to shard");
+  }
 
   // Resume: weights, moments, step, cursor. Every rank reads the checkpoint (shared file system).
   int64_t step = 0, consecutive_bad = 0;
@@ -495,7 +517,7 @@ TrainResult run_train(const TrainOptions& o) {
       throw Error("train: injected failure at step ", step, " (DREAMBOOTH_FAIL_RANK/DREAMBOOTH_FAIL_STEP)");
     const double t0 = now_s();
     double wait = 0;
-    TrainStep ts(ctx, st, sched, so, comm.get());
+    TrainStep ts(ctx, st, sched, so, comm.get(), size_t(o.bucket_mb * (1 << 20)));
     for (int a = 0; a < accum; ++a) {
       Batch b = loader.next();
       wait += b.wait_seconds;
@@ -588,11 +610,12 @@ TrainResult run_train(const TrainOptions& o) {
       if (w.is_root())
         log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
     } else if (due || stopping) {
+      const auto moments = gather_moments(*ops, *comm, st);  // every rank: a collective when sharded
       if (w.is_root()) {
         metrics.sync();  // the log on disk reaches at least every checkpoint's step
         const nlohmann::json s =
             checkpoint_state(o, step, loader.cursor(), st.adam_step, consecutive_bad, so.lr, w, id);
-        write_checkpoint(*ops, o.out, step, st, base, s);
+        write_checkpoint(*ops, o.out, step, st, base, moments, s);
         for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
           log_info("train: removed ", p);
         log_info("train: wrote ", o.out, "/", checkpoint_name(step));

@@ -11,12 +11,18 @@
 #include "dreambooth/io/model_folder.h"
 
 namespace db {
+namespace {
+Tensor flat(const Tensor& t) {
+  return t.view({t.numel()});
+}
+}  // namespace
 
 ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained) {
   DB_CHECK(host_params.numel() == reg.total_numel() && host_params.dtype() == DType::F32, "parameter buffer ",
            host_params.desc(), " does not match the registry (", reg.total_numel(), " f32 elements)");
   ModelBuffers b;
   b.reg = std::move(reg);
+  b.own_end = b.reg.total_numel();
   b.master = to_backend(ops, host_params, DType::F32);
   b.working = b.master;
   b.refresh_working(ops);
@@ -38,6 +44,42 @@ void ModelBuffers::refresh_working(Ops& ops) {
   if (!working.defined() || working.dtype() != ops.activation_dtype())
     working = ops.empty(master.shape(), ops.activation_dtype());
   ops.cast(master, working);
+}
+
+void ModelBuffers::shard_optimizer(Ops& ops, const ShardLayout& layout, int rank) {
+  DB_CHECK(trained() && layout.numel() == reg.total_numel() && rank >= 0 && rank < layout.ranks(),
+           "shard_optimizer: layout of ", layout.numel(), " elements, rank ", rank, " for ",
+           reg.total_numel());
+  shard = layout;
+  own_begin = layout.begin(rank);
+  own_end = layout.end(rank);
+  for (Tensor* t : {&m, &v}) {
+    *t = ops.empty({own_end - own_begin}, DType::F32);
+    ops.fill(*t, 0.f);
+  }
+}
+
+Tensor ModelBuffers::full_moment_host(Ops& ops, Communicator* comm, const Tensor& part) const {
+  if (!sharded()) return to_host(ops, part);
+  DB_CHECK(comm && comm->size() == shard.ranks(),
+           "full_moment_host: the communicator does not match the shard");
+  Tensor full = Tensor::empty({reg.total_numel()});
+  if (part.numel() > 0) {
+    ops.download(part, full.f32() + own_begin);
+    ops.synchronize();
+  }
+  comm->all_gather(full, shard.counts());
+  return full;
+}
+
+int64_t TrainState::shard_optimizer(Ops& ops, int rank, int size) {
+  int64_t saved = 0;
+  for (ModelBuffers* b : {&unet_buf, &te_buf})
+    if (b->trained()) {
+      b->shard_optimizer(ops, ShardLayout(b->reg.total_numel(), size), rank);
+      saved += b->sharding_saves_bytes();
+    }
+  return saved;
 }
 
 void TrainState::bind() {
@@ -114,9 +156,15 @@ TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const
     : ctx_(ctx), st_(st), sched_(sched), opt_(opt), comm_(comm && comm->size() > 1 ? comm : nullptr) {
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
-    reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad);
-    if (st.te_buf.trained()) reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad);
+    auto shard = [](const ModelBuffers& b) { return b.sharded() ? &b.shard : nullptr; };
+    reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
+    if (st.te_buf.trained())
+      reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
   }
+  for (const ModelBuffers* b : {&st.unet_buf, &st.te_buf})
+    DB_CHECK(!b->sharded() || (comm_ && b->shard.ranks() == comm_->size()),
+             "train step: the optimizer is sharded over ", b->shard.ranks(), " ranks, the world has ",
+             comm ? comm->size() : 1);
 }
 
 TrainStep::~TrainStep() = default;
@@ -193,11 +241,15 @@ void TrainStep::update(int64_t step) {
   sumsq_ = ops.empty({2}, DType::F64);
   ops.fill(sumsq_, 0.f);
   ModelBuffers* models[2] = {&st_.unet_buf, &st_.te_buf};
+  bool sharded = false;
   for (int i = 0; i < 2; ++i)
     if (models[i]->trained()) {
+      ModelBuffers& b = *models[i];
       Tensor out = sumsq_.slice(i, i + 1);
-      ops.sum_of_squares(models[i]->grad, out);
+      sharded = sharded || b.sharded();
+      if (b.own_end > b.own_begin) ops.sum_of_squares(flat(b.grad).slice(b.own_begin, b.own_end), out);
     }
+  if (sharded) comm_->allreduce_sum(sumsq_);  // the global norm from the owned ranges
   coef_ = ops.empty({2}, DType::F32);
   ops.clip_and_check(sumsq_, check_, opt_.max_grad_norm, coef_);
 
@@ -210,7 +262,14 @@ void TrainStep::update(int64_t step) {
   p.weight_decay = opt_.adam.weight_decay;
   p.step = st_.adam_step + 1;
   for (ModelBuffers* b : models)
-    if (b->trained()) {
+    if (b->trained() && b->sharded()) {
+      if (b->own_end > b->own_begin) {
+        Tensor master = flat(b->master).slice(b->own_begin, b->own_end);
+        ops.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v, nullptr, p, coef_);
+      }
+      comm_->all_gather(b->master, b->shard.counts());
+      b->refresh_working(ops);
+    } else if (b->trained()) {
       Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
       ops.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef_);
     }

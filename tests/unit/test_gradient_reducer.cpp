@@ -16,13 +16,24 @@ namespace {
 // "Reduces" by doubling (what a 2-rank sum of equal gradients gives) and records each call.
 class RecordingComm final : public Communicator {
  public:
+  const char* name() const override { return "recording"; }
   int rank() const override { return 0; }
   int size() const override { return 2; }
   void allreduce_sum(Tensor& t) override {
     calls.push_back({t.raw(), t.numel()});
     for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] *= 2.f;
   }
+  // As if the other rank held the same values: this rank's part doubles, the rest is poisoned (the
+  // contract leaves it unspecified).
+  void reduce_scatter_sum(Tensor& t, const std::vector<int64_t>& counts) override {
+    calls.push_back({t.raw(), t.numel()});
+    scatter_counts.push_back(counts);
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = i < counts[0] ? t.f32()[i] * 2.f : -1e30f;
+  }
+  void all_gather(Tensor& t, const std::vector<int64_t>& counts) override {}
+  int allreduce_count() const { return int(calls.size() - scatter_counts.size()); }
   std::vector<std::pair<void*, int64_t>> calls;
+  std::vector<std::vector<int64_t>> scatter_counts;
 };
 
 ParamRegistry toy_registry() {
@@ -83,4 +94,40 @@ TEST(GradientReducer, NeighboursMergeIntoOneCall) {
   red.finish();
   ASSERT_EQ(comm.calls.size(), 1u);  // conv_in .. mid_block is one contiguous span
   EXPECT_EQ(comm.calls[0].second, r.total_numel());
+}
+
+TEST(GradientReducer, ShardLayoutCoversInAlignedRanges) {
+  const ShardLayout a(100, 3);  // 7 blocks of 16: 2, 2, 3 blocks
+  EXPECT_EQ(a.counts(), (std::vector<int64_t>{32, 32, 36}));
+  EXPECT_EQ(a.counts_in(20, 70), (std::vector<int64_t>{12, 32, 6}));
+  EXPECT_EQ(a.counts_in(64, 64), (std::vector<int64_t>{0, 0, 0}));
+  const ShardLayout b(10, 4);  // fewer blocks than ranks: the last rank owns everything
+  EXPECT_EQ(b.counts(), (std::vector<int64_t>{0, 0, 0, 10}));
+  EXPECT_THROW(ShardLayout(10, 0), Error);
+}
+
+// Sharded: every bucket is reduce-scattered with the counts of the shard boundary inside it, and only
+// the owned range [0, 48) of rank 0 is averaged.
+TEST(GradientReducer, ShardedBucketsReduceScatterTheOwnedRange) {
+  CpuOps ops;
+  RecordingComm comm;
+  const ParamRegistry r = toy_registry();  // 96 elements: rank 0 owns [0, 48), rank 1 [48, 96)
+  const ShardLayout shard(r.total_numel(), 2);
+  Tensor g = Tensor::empty({r.total_numel()});
+  for (int64_t i = 0; i < g.numel(); ++i) g.f32()[i] = float(i);
+  GradientReducer red(comm, ops, /*bucket_bytes=*/64);
+  red.attach("unet", r, g, &shard);
+  red.ready("unet", "mid_block.");      // [80, 96): rank 1's only
+  red.ready("unet", "down_blocks.0.");  // [16, 64): cut by the boundary at 48
+  red.finish();                         // conv_in. [0, 16) and up_blocks.0. [64, 80)
+  EXPECT_EQ(comm.allreduce_count(), 0);
+  ASSERT_EQ(comm.scatter_counts.size(), 4u);
+  EXPECT_EQ(comm.scatter_counts[0], (std::vector<int64_t>{0, 16}));
+  EXPECT_EQ(comm.scatter_counts[1], (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(comm.scatter_counts[2], (std::vector<int64_t>{16, 0}));
+  EXPECT_EQ(comm.scatter_counts[3], (std::vector<int64_t>{0, 16}));
+  for (int64_t i = 0; i < 48; ++i) ASSERT_EQ(g.f32()[i], float(i)) << i;  // x2 then /2
+  const ShardLayout wrong(r.total_numel(), 3);
+  GradientReducer red3(comm, ops, 64);
+  EXPECT_THROW(red3.attach("unet", r, g, &wrong), Error);  // 3 parts for a world of 2
 }

@@ -7,12 +7,18 @@
 // overlaps the backward of later ones. finish() reduces whatever was not announced, then divides by
 // the world size: every element is reduced exactly once per step, in the same order on every rank.
 // On a world of one rank nothing is reduced or scaled.
+//
+// Sharded (--shard-optimizer, ZeRO-1): a model attached with a ShardLayout has its buckets
+// reduce-scattered instead: each rank receives the sum of the part of the bucket it owns, and finish()
+// scales only the owned range; the rest of that gradient buffer is left unspecified (the optimizer
+// reads the owned range only).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "dreambooth/dist/communicator.h"
+#include "dreambooth/dist/shard.h"
 #include "dreambooth/nn/param_registry.h"
 
 namespace db {
@@ -21,7 +27,9 @@ class GradientReducer {
  public:
   GradientReducer(Communicator& comm, Ops& ops, size_t bucket_bytes);
   // A model's gradient buffer (F32, laid out by `reg`); models are named in backward order by the caller.
-  void attach(const std::string& model, const ParamRegistry& reg, const Tensor& grad);
+  // `shard`: the model's optimizer is sharded with this layout (null: all-reduced).
+  void attach(const std::string& model, const ParamRegistry& reg, const Tensor& grad,
+              const ShardLayout* shard = nullptr);
   // The gradients of `model` under `prefix` are final for this step.
   void ready(const std::string& model, const std::string& prefix);
   // Reduces every range not yet reduced, then scales all gradients by 1 / world size.
@@ -33,6 +41,7 @@ class GradientReducer {
     const ParamRegistry* reg;
     Tensor grad;
     std::vector<char> reduced;  // per parameter: already reduced this step
+    ShardLayout shard;          // ranks() == 0: not sharded
   };
   Model& find(const std::string& model);
   void flush();

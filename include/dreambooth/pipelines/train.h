@@ -82,6 +82,8 @@ struct TrainOptions {
   bool train_text_encoder = true;
   bool gradient_checkpointing = false;  // StepOptions::gradient_checkpointing
   int gradient_accumulation_steps = 1;
+  bool shard_optimizer = false;  // ZeRO-1 over the ranks (ModelBuffers::shard_optimizer)
+  double bucket_mb = 25;         // gradient reduction bucket (GradientReducer), MiB
   int max_nonfinite_steps = 5;
   double progress_seconds = 2.0;   // progress line at most this often (0: every step)
   bool use_cached_latents = true;  // false: always VAE-encode the pixels

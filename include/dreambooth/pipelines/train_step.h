@@ -27,6 +27,8 @@
 
 #include "dreambooth/core/tensor.h"
 #include "dreambooth/diffusion/noise_schedule.h"
+#include "dreambooth/dist/communicator.h"
+#include "dreambooth/dist/shard.h"
 #include "dreambooth/models/clip_text.h"
 #include "dreambooth/models/config.h"
 #include "dreambooth/models/registry.h"
@@ -38,7 +40,6 @@
 namespace db {
 
 class ModelFolder;
-class Communicator;
 class GradientReducer;
 
 struct StepOptions {
@@ -58,11 +59,27 @@ struct StepOptions {
 // backend memory: f32 master weights; the working copy the model computes with (activation dtype: the
 // master itself on the CPU, a bf16 copy on a GPU); and, for a trained model, f32 gradients and AdamW
 // moments (undefined for a frozen one: no memory spent on them).
+//
+// Sharded optimizer (--shard-optimizer, ZeRO-1; shard()): this rank owns [own_begin, own_end) of the
+// flat buffers; m and v hold that range only, AdamW updates that range of the master, and the updated
+// range is all-gathered so every rank keeps the full master (the CPU backend computes with it;
+// checkpoints, the output and validation read it). grad stays full size (backward accumulates into all
+// of it) but after the reduce-scatter only the owned range holds the averaged gradient.
 struct ModelBuffers {
   ParamRegistry reg;
   Tensor master, working;
-  Tensor grad, m, v;
+  Tensor grad, m, v;  // m, v: F32 [own_end - own_begin]
+  ShardLayout shard;  // ranks() == 0: not sharded
+  int64_t own_begin = 0, own_end = 0;
   bool trained() const { return grad.defined(); }
+  bool sharded() const { return shard.ranks() > 0; }
+  // Keeps m and v for `rank`'s range of `layout` only (zeroed; call before loading a checkpoint).
+  void shard_optimizer(Ops& ops, const ShardLayout& layout, int rank);
+  // Optimizer-state bytes per rank that sharding saves (m and v outside the owned range).
+  int64_t sharding_saves_bytes() const { return (reg.total_numel() - (own_end - own_begin)) * 8; }
+  // A moment buffer (m or v) of the whole model in host memory: on a sharded rank the ranks' parts are
+  // all-gathered (a collective: every rank calls it, in the same order).
+  Tensor full_moment_host(Ops& ops, Communicator* comm, const Tensor& part) const;
   // From host f32 parameters laid out by `reg`; gradients and moments zeroed when `trained`. On the CPU
   // the master shares `host_params`' storage.
   static ModelBuffers create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained);
@@ -89,6 +106,8 @@ struct TrainState {
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
                          bool train_text_encoder);
   void zero_grads(Ops& ops);
+  // ZeRO-1 over `size` ranks for every trained model; returns the bytes saved on this rank.
+  int64_t shard_optimizer(Ops& ops, int rank, int size);
 };
 
 // One micro-batch on this rank, host memory: S = B (no prior) or 2B samples.
@@ -137,9 +156,11 @@ class TrainStep {
   // accumulation steps). `last`: the step's final micro-batch (its backward starts the reductions). A
   // non-finite loss still runs backward (the gradients become non-finite and the update is skipped).
   void micro_batch(MicroBatch mb, float grad_scale = 1.f, bool last = true);
-  // Averages the gradients over the ranks, computes the global gradient norm over both models, clips,
-  // and runs AdamW with lr = opt.lr.lr_at(step) (step: 0-based training step). Skipped (parameters and
-  // moments untouched) when a loss on any rank or the norm is not finite. Zeroes the gradients.
+  // Averages the gradients over the ranks (reduce-scatters them for a sharded optimizer), computes the
+  // global gradient norm over both models (sharded: the owned ranges' sums of squares, all-reduced),
+  // clips, and runs AdamW (sharded: on the owned range, then the master all-gathered) with lr =
+  // opt.lr.lr_at(step) (step: 0-based training step). Skipped (parameters and moments untouched) when a loss
+  // on any rank or the norm is not finite. Zeroes the gradients.
   void update(int64_t step);
   // Waits for the backend; adam_step advances when the update was applied.
   StepResult finish();
