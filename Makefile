@@ -186,6 +186,8 @@ ifeq ($(CUDA),1)
 GPU_DIR        := $(BUILD)/gpu
 GPU_TEST_OBJS  := $(patsubst %.cpp,$(GPU_DIR)/%.o,$(filter-out $(EMU_ONLY),$(EMU_TEST_SRCS))) \
                   $(patsubst %.cu,$(GPU_DIR)/%.cu.o,$(filter-out $(EMU_ONLY) kernels/%,$(EMU_CU_SRCS)))
+# Their main() (tests/gpu/main.cpp) exits 2 with one line when there is no CUDA device.
+GPU_MAIN_OBJ   := $(GPU_DIR)/tests/gpu/main.o
 all: $(BUILD)/gpu_kernel_tests
 $(GPU_DIR)/%.o: %.cpp
 	@mkdir -p $(@D)
@@ -193,14 +195,14 @@ $(GPU_DIR)/%.o: %.cpp
 $(GPU_DIR)/%.cu.o: %.cu
 	@mkdir -p $(@D)
 	$(CCACHE) $(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
-$(BUILD)/gpu_kernel_tests: $(GPU_TEST_OBJS) $(CUDA_OBJS) $(LIB)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest -lgtest_main
--include $(GPU_TEST_OBJS:.o=.d)
+$(BUILD)/gpu_kernel_tests: $(GPU_TEST_OBJS) $(GPU_MAIN_OBJ) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest
+-include $(GPU_TEST_OBJS:.o=.d) $(GPU_MAIN_OBJ:.o=.d)
 # tests/cuda/ on a real GPU (cuBLASLt and cuDNN in place of the CPU stand-ins).
 GPU_CUDA_TEST_OBJS := $(CUDA_TEST_SRCS:%.cpp=$(GPU_DIR)/%.o)
 all: $(BUILD)/gpu_cuda_tests
-$(BUILD)/gpu_cuda_tests: $(GPU_CUDA_TEST_OBJS) $(CUDA_OBJS) $(LIB)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest -lgtest_main
+$(BUILD)/gpu_cuda_tests: $(GPU_CUDA_TEST_OBJS) $(GPU_MAIN_OBJ) $(CUDA_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest
 -include $(GPU_CUDA_TEST_OBJS:.o=.d)
 # cuBLASLt/cuDNN descriptor tests that need no GPU (tests/cuda_host/): run by make test wherever CUDA=1.
 CUDA_HOST_TEST_OBJS := $(patsubst %.cpp,$(BUILD)/%.o,$(sort $(wildcard tests/cuda_host/*.cpp)))
@@ -223,7 +225,7 @@ $(BUILD)/fuzz_safetensors: $(FUZZ_SRCS) $(wildcard include/dreambooth/*/*.h src/
 	@mkdir -p $(@D)
 	clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(shell pkg-config --cflags nlohmann_json) -o $@ $(FUZZ_SRCS)
 
-FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels tests/cuda tests/cuda_host bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
+FORMAT_FILES = $(shell find include src tests/unit tests/fuzz tests/emu tests/kernels tests/cuda tests/cuda_host tests/gpu bench kernels 2>/dev/null -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort)
 format:
 	clang-format -i $(FORMAT_FILES)
 format-check:
