@@ -131,7 +131,7 @@ size_mib=$(du -sm "$OUT" | cut -f1)
 # The tarball is for a machine that has the repository checkout (the device tool sends it): the test data
 # (repo/tests/golden, fixtures: 14 MiB, 9 MiB compressed) stay out of it, and `run` finds them in the
 # current directory instead. The folder keeps them (self-contained: tests/bundle/test_bundle_closure.sh).
-tar -C "$BUILD" --exclude=bundle/repo/tests -cf - bundle | xz -T2 -6 >"$BUILD/bundle.tar.xz"
+tar -C "$BUILD" --exclude=bundle/repo/tests -cf - bundle | xz -T0 -6 >"$BUILD/bundle.tar.xz"
 say "$OUT: ${size_mib} MiB; $BUILD/bundle.tar.xz: $(du -m "$BUILD/bundle.tar.xz" | cut -f1) MiB"
 cat "$OUT/MANIFEST"
 if ((size_mib >= 60)); then
