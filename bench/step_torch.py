@@ -89,6 +89,9 @@ def main() -> int:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     dev = a.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("step_torch: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     cfg = json.load(open(os.path.join(REPO, "src", "models", "presets", f"{a.preset}.json")))
     unet, text, sched = build(cfg, dev, a.gradient_checkpointing)

@@ -110,11 +110,11 @@ fi
 torch_step() { PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$PY" "$REPO/bench/step_torch.py" "$@"; }
 export -f torch_step
 export SITE
-part bench_step 100 "$RUN" bench_step --preset sd15 --warmup 2 --steps 3 --json "$WORK/bench_step.json"
-part step_torch 100 torch_step --preset sd15 --warmup 2 --steps 3 --model-tflop "$MODEL_TFLOP" --json "$WORK/step_torch.json"
-part bench_step_ckpt 100 "$RUN" bench_step --preset sd15 --warmup 2 --steps 3 --gradient-checkpointing \
+part bench_step 100 "$RUN" bench_step --device cuda --preset sd15 --warmup 2 --steps 3 --json "$WORK/bench_step.json"
+part step_torch 100 torch_step --device cuda --preset sd15 --warmup 2 --steps 3 --model-tflop "$MODEL_TFLOP" --json "$WORK/step_torch.json"
+part bench_step_ckpt 100 "$RUN" bench_step --device cuda --preset sd15 --warmup 2 --steps 3 --gradient-checkpointing \
   --json "$WORK/bench_step_ckpt.json"
-part step_torch_ckpt 100 torch_step --preset sd15 --warmup 2 --steps 3 --gradient-checkpointing \
+part step_torch_ckpt 100 torch_step --device cuda --preset sd15 --warmup 2 --steps 3 --gradient-checkpointing \
   --model-tflop "$MODEL_TFLOP" --json "$WORK/step_torch_ckpt.json"
 if [[ -x "$B/bin/bench_kernels" ]]; then
   part bench_kernels 90 "$RUN" bench_kernels --json "$WORK/bench_kernels.json"
@@ -165,6 +165,10 @@ for line in open(os.path.join(work, "records.tsv")):
         figure = "; ".join(l for l in log.splitlines() if l.startswith(("glibc:", "python ")))[:160]
     if name == "info" and log:
         figure = log.strip().splitlines()[-1][:120]
+    if not figure and status not in ("pass",) and log.strip():
+        lines = log.strip().splitlines()
+        why = [l for l in lines if re.search(r"error|fail|no CUDA|not found|Error", l)]
+        figure = (why or lines)[-1][:150]  # why it failed, in one line
     rows.append((name, status, secs, figure))
     summary["parts"].append({"name": name, "status": status, "rc": rc, "seconds": secs, "figure": figure, "json": j})
 for ours, theirs in (("bench_step", "step_torch"), ("bench_step_ckpt", "step_torch_ckpt")):

@@ -55,7 +55,7 @@ for f in "$MPI_PKGLIBDIR"/mca_*.so; do
 done
 cp -r "$MPI_PKGDATADIR/." "$OUT/mpi$MPI_PKGDATADIR/"
 # PMIx (external to Open MPI, with its own plugin and help folders; PMIX_INSTALL_PREFIX relocates it).
-PMIX_ROOT=$(ldd "$MPI_PKGLIBDIR"/mca_pmix_ext3x.so 2>/dev/null | awk '/libpmix/ {print $3}' | xargs -r dirname | xargs -r dirname)
+PMIX_ROOT=$(ldd "$MPI_PKGLIBDIR"/mca_pmix_ext3x.so 2>/dev/null | awk '/libpmix/ {print $3}' | xargs -r readlink -f | xargs -r dirname | xargs -r dirname)
 if [[ -n "$PMIX_ROOT" && -d "$PMIX_ROOT/lib/pmix" ]]; then
   mkdir -p "$OUT/mpi$PMIX_ROOT/lib/pmix"
   cp "$PMIX_ROOT"/lib/pmix/*.so "$OUT/mpi$PMIX_ROOT/lib/pmix/"
