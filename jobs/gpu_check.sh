@@ -117,7 +117,9 @@ part bench_step_ckpt 100 "$RUN" bench_step --device cuda --preset sd15 --warmup 
 part step_torch_ckpt 100 torch_step --device cuda --preset sd15 --warmup 2 --steps 3 --gradient-checkpointing \
   --model-tflop "$MODEL_TFLOP" --json "$WORK/step_torch_ckpt.json"
 if [[ -x "$B/bin/bench_kernels" ]]; then
-  part bench_kernels 90 "$RUN" bench_kernels --json "$WORK/bench_kernels.json"
+  # % of peak against the bf16 GEMM peak bench_step measured on this GPU, when it ran.
+  PEAK=$("$PY" -c "import json; print(json.load(open('$WORK/bench_step.json'))['gemm_peak_tflops'])" 2>/dev/null || true)
+  part bench_kernels 90 "$RUN" bench_kernels ${PEAK:+--peak-tflops "$PEAK"} --json "$WORK/bench_kernels.json"
 else
   printf 'bench_kernels\tskipped (not in this bundle)\t-\t0\n' >>"$RECORDS"
 fi
