@@ -169,7 +169,7 @@ for line in open(os.path.join(work, "records.tsv")):
         figure = log.strip().splitlines()[-1][:120]
     if not figure and status not in ("pass",) and log.strip():
         lines = log.strip().splitlines()
-        why = [l for l in lines if re.search(r"error|fail|no CUDA|not found|Error", l)]
+        why = [l for l in lines if re.search(r"error|fail|no CUDA|no usable|not found|Error", l)]
         figure = (why or lines)[-1][:150]  # why it failed, in one line
     rows.append((name, status, secs, figure))
     summary["parts"].append({"name": name, "status": status, "rc": rc, "seconds": secs, "figure": figure, "json": j})

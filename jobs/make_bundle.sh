@@ -46,7 +46,6 @@ MPI_LIBDIR=$(ompi_info --path libdir --parsable | sed -n 's/^path:libdir://p')
 MPI_PKGLIBDIR=$(ompi_info --path pkglibdir --parsable | sed -n 's/^path:pkglibdir://p')
 MPI_PKGDATADIR=$(ompi_info --path pkgdatadir --parsable | sed -n 's/^path:pkgdatadir://p')
 MPI_PREFIX=$(ompi_info --path prefix --parsable | sed -n 's/^path:prefix://p')
-MPI_OUT="$OUT/mpi$MPI_PREFIX"
 SKIP_MCA='ucx|ofi|verbs|openib|psm|usnic|uct|ucc|hcoll|fca|portals|cuda|java|memchecker|ompio_monitor|monitoring'
 mkdir -p "$OUT/mpi$MPI_PKGLIBDIR" "$OUT/mpi$MPI_PKGDATADIR"
 for f in "$MPI_PKGLIBDIR"/mca_*.so; do
