@@ -126,7 +126,6 @@ class MpiCommunicator final : public Communicator {
     ops_.synchronize();  // `host` is released on return
   }
 
- private:
   // Through dist/world.h: chunked, and bounded by the collective timeout.
   static void reduce(void* data, int64_t n, DType dtype) {
     if (dtype == DType::F32)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Proves that build/bundle/ (make bundle) carries every library it needs, without a GPU: a minimal Debian
+# root made by debootstrap (minbase: glibc, bash, coreutils; none of our -dev or runtime packages), the
+# bundle copied in, and from a chroot:
+#   - ldd of every binary, library and Open MPI/PMIx component finds everything (no "not found");
+#   - `run dreambooth info` (an MPI singleton: every subcommand runs in an MPI world);
+#   - a CPU test subset of dreambooth_tests (tokenizer/ICU, safetensors, images/png+jpeg, HDF5 shards,
+#     golden forwards/OpenBLAS) and cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU needed);
+#   - `init-model`, `prepare --latents`, `train` (3 steps) tiny on the CPU;
+#   - gpu_kernel_tests without a GPU: exit 2 and one line.
+# The CUDA libraries (libcublasLt.so.13, libcudnn.so.9: the PyTorch environment's on a GPU machine) come
+# from this machine's CUDA toolkit, bind-mounted read-only at /opt/cuda-libs (DB_CUDA_LIB_DIRS).
+#
+#   tests/bundle/test_bundle_closure.sh [BUILD_DIR]      (root; needs debootstrap; CI runs it, make test not)
+#
+# The root is cached in $DB_BUNDLE_ROOT (default /var/cache/dreambooth/root-bookworm): the first run
+# downloads ~40 MB of packages (~3 min), later runs reuse it (~1 min in all).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD="${1:-build}"
+BUNDLE="$BUILD/bundle"
+ROOT="${DB_BUNDLE_ROOT:-/var/cache/dreambooth/root-bookworm}"
+CUDA_LIB="${CUDA_HOME:-/usr/local/cuda}/lib64"
+start=$(date +%s)
+say() { echo "[bundle_closure] $*"; }
+fail() {
+  echo "[bundle_closure] FAIL: $*" >&2
+  exit 1
+}
+
+[[ $(id -u) == 0 ]] || fail "needs root (debootstrap, chroot, mount)"
+[[ -x "$BUNDLE/run" ]] || fail "$BUNDLE/run missing: make bundle first"
+command -v debootstrap >/dev/null || fail "debootstrap missing (apt-get install debootstrap)"
+
+if [[ ! -x "$ROOT/bin/bash" ]]; then
+  # The machine's own Debian mirror when apt names one (deb822 or one-line sources), else debootstrap's.
+  mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  [[ -z "$mirror" ]] && mirror=$(awk '$1 == "deb" && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  say "debootstrap --variant=minbase bookworm $ROOT ${mirror:-(default mirror)} (once; cached)"
+  rm -rf "$ROOT.tmp"
+  mkdir -p "$(dirname "$ROOT")"
+  debootstrap --variant=minbase bookworm "$ROOT.tmp" ${mirror:+"$mirror"} >"$ROOT.log" 2>&1 ||
+    { tail -20 "$ROOT.log"; fail "debootstrap"; }
+  mv "$ROOT.tmp" "$ROOT"
+fi
+
+mounts=()
+cleanup() {
+  local i
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}" || true; done
+  rm -rf "$ROOT/bundle" "$ROOT/work"
+}
+trap cleanup EXIT
+rm -rf "$ROOT/bundle" "$ROOT/work"
+cp -a "$BUNDLE" "$ROOT/bundle"
+mkdir -p "$ROOT/work" "$ROOT/opt/cuda-libs" "$ROOT/proc" "$ROOT/sys"
+cp -r tests/fixtures/images "$ROOT/work/images"
+mount -t proc proc "$ROOT/proc" && mounts+=("$ROOT/proc")
+mount --bind /sys "$ROOT/sys" && mounts+=("$ROOT/sys")  # hwloc (Open MPI) reads the CPU topology there
+mount --bind "$CUDA_LIB" "$ROOT/opt/cuda-libs" && mounts+=("$ROOT/opt/cuda-libs")
+mount -o remount,bind,ro "$ROOT/opt/cuda-libs"
+
+# Everything below runs inside the minimal root, with a clean environment.
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/work DB_CUDA_LIB_DIRS=/opt/cuda-libs \
+    /bin/bash -c "$1"
+}
+say "root: $(in_root 'getconf GNU_LIBC_VERSION; dpkg-query -W | wc -l' | tr '\n' ' ')packages; no python: $(in_root 'command -v python3 || echo yes')"
+
+say "ldd of every binary, library and component"
+missing=$(in_root 'eval "$(/bundle/run --env)"; cd /bundle; for f in bin/* lib/*.so* $(find mpi -name "*.so"); do
+  ldd "$f" 2>&1 | grep "not found" | sed "s|^|$f: |"; done | sort -u')
+[[ -z "$missing" ]] || fail "unresolved libraries: $missing"
+
+say "run dreambooth info (MPI singleton)"
+out=$(in_root '/bundle/run dreambooth info 2>&1') || fail "dreambooth info: $out"
+echo "$out" | sed 's/^/  /'
+grep -q "^dreambooth " <<<"$out" || fail "info printed no version line"
+
+say "dreambooth_tests: a CPU subset (ICU, safetensors, png/jpeg, HDF5, golden forwards through OpenBLAS)"
+in_root '/bundle/run dreambooth_tests --gtest_brief=1 \
+  --gtest_filter="Tokenizer.*:Safetensors.*:Image.*:Shard.*:Presets/ForwardGolden.*:GoldenManifest.*" 2>&1 | tail -3' |
+  tee /dev/stderr | grep -q "PASSED" || fail "dreambooth_tests subset"
+say "cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU)"
+in_root '/bundle/run cuda_host_tests --gtest_brief=1 2>&1 | tail -3' | tee /dev/stderr | grep -q "PASSED" ||
+  fail "cuda_host_tests"
+
+say "init-model, prepare --latents, train 3 steps on the CPU"
+in_root 'set -e; cd /work; r=/bundle/run
+  mkdir -p inst class; cp images/exif1_le_60x34.jpg images/gray_77x99.jpg inst/; cp images/cmyk_53x41.jpg class/
+  $r dreambooth init-model --preset sd1-tiny --seed 3 --out base >/dev/null 2>&1
+  $r dreambooth prepare --images inst --prompt "photo of unqtkn dog" --model base --latents --device cpu --out inst.h5 2>prep.log
+  $r dreambooth prepare --images class --prompt "photo of a dog" --model base --latents --device cpu --out class.h5 2>>prep.log
+  $r dreambooth train --model base --instance-data inst.h5 --class-data class.h5 --seed 7 --lr 1e-4 \
+    --progress-seconds 0 --device cpu --max-steps 3 --checkpoint-every 0 --out out 2>train.log
+  test -s out/metrics.jsonl && echo "  metrics.jsonl: $(wc -l <out/metrics.jsonl) lines"' ||
+  { in_root 'tail -5 /work/prep.log /work/train.log' || true; fail "tiny CPU job"; }
+
+say "gpu_kernel_tests with no GPU: one line, exit 2"
+set +e
+out=$(in_root '/bundle/run gpu_kernel_tests 2>&1')
+rc=$?
+set -e
+echo "  rc $rc: $out"
+[[ $rc == 2 && $(wc -l <<<"$out") == 1 ]] || fail "gpu_kernel_tests without a GPU: rc $rc, $(wc -l <<<"$out") lines"
+
+say "passed in $(($(date +%s) - start)) s"
