@@ -1,0 +1,258 @@
+// Lora.*: LoRA adapters (nn/lora.h, nn/linear.h) and LoRA DreamBooth steps (TrainState::enable_lora).
+//
+// Tolerances: everything here is f32 on the CPU backend. An adapter forward y = W x + s B (A x) and the
+// same Linear over the merged weight W + s B A differ only by summation order (K + R terms vs K terms of a
+// merged product), measured ~1e-7 relative L2; 1e-5 is the f32 bound used for ops elsewhere. The adapter
+// gradients are checked against the explicit formulas dB = s dy^T (A x), dA = s B^T dy^T x, dx = dy (W +
+// s B A), summed in double on the host: same 1e-5.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "dreambooth/backend/cpu_ops.h"
+#include "dreambooth/core/philox.h"
+#include "dreambooth/io/model_folder.h"
+#include "dreambooth/nn/linear.h"
+#include "dreambooth/nn/lora.h"
+#include "dreambooth/pipelines/train_step.h"
+#include "test_helpers.h"
+
+using namespace db;
+using db::test::Golden;
+using db::test::golden_path;
+using db::test::nchw_to_nhwc;
+
+namespace {
+
+constexpr double kF32 = 1e-5;  // see the file comment
+
+Tensor randn(const Shape& s, uint32_t stream, float scale = 1.f) {
+  Tensor t = Tensor::empty(s);
+  PhiloxStream(11, RngPurpose::Init, stream, 0).normals(t.f32(), uint64_t(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] *= scale;
+  return t;
+}
+
+// y[M, N] = x[M, K] w[N, K]^T in double.
+Tensor matmul_nt(const Tensor& x, const Tensor& w) {
+  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+  Tensor y = Tensor::empty({M, N});
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += double(x.f32()[m * K + k]) * w.f32()[n * K + k];
+      y.f32()[m * N + n] = float(acc);
+    }
+  return y;
+}
+
+Tensor transpose(const Tensor& a) {
+  const int64_t R = a.dim(0), C = a.dim(1);
+  Tensor t = Tensor::empty({C, R});
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) t.f32()[c * R + r] = a.f32()[r * C + c];
+  return t;
+}
+
+struct GoldenBatch {
+  std::unique_ptr<ModelFolder> mf;
+  MicroBatch mb;
+};
+GoldenBatch golden_batch() {
+  GoldenBatch g;
+  const Golden tr("sd1-tiny/train.safetensors");
+  g.mf = std::make_unique<ModelFolder>(ModelFolder::open(golden_path("sd1-tiny/model")));
+  g.mb.latents = nchw_to_nhwc(tr["train.latents"]);
+  g.mb.noise = nchw_to_nhwc(tr["train.noise"]);
+  const Tensor t64 = tr["train.timesteps"];
+  for (int64_t i = 0; i < t64.numel(); ++i) g.mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
+  g.mb.ids = tr["train.input_ids"];
+  g.mb.pairs = 1;
+  g.mb.prior = true;
+  return g;
+}
+
+StepResult one_step(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
+                    const StepOptions& opt, int64_t step) {
+  TrainStep ts(ctx, st, sched, opt);
+  ts.micro_batch(mb);
+  ts.update(step);
+  return ts.finish();
+}
+
+}  // namespace
+
+TEST(Lora, RegistryNamesAndInit) {
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
+  const ParamRegistry ureg = mf.registry(Component::UNet), treg = mf.registry(Component::TextEncoder);
+  const ParamRegistry lu = build_lora_registry(ureg, lora_unet_targets(), 4);
+  const ParamRegistry lt = build_lora_registry(treg, lora_text_targets(), 4);
+  const ParamInfo& q = ureg.at("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight");
+  const ParamInfo& a = lu.at("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight");
+  const ParamInfo& b = lu.at("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_B.weight");
+  EXPECT_EQ(a.torch_shape, (Shape{4, q.torch_shape[1]}));
+  EXPECT_EQ(b.torch_shape[1], 4);
+  EXPECT_NE(lt.find("text_model.encoder.layers.0.self_attn.out_proj.lora_A.weight"), nullptr);
+  // 4 projections x 2 attentions per transformer block, 2 tensors each; nothing else (no ff, no proj_in).
+  int attn = 0;
+  for (const ParamInfo& p : ureg.params())
+    if (p.name.ends_with(".attn1.to_q.weight") || p.name.ends_with(".attn2.to_q.weight")) ++attn;
+  EXPECT_EQ(lu.params().size(), size_t(attn) * 4 * 2);
+  EXPECT_EQ(lt.params().size(), size_t(mf.text_encoder.num_hidden_layers) * 4 * 2);
+
+  // PEFT: A ~ U(-1/sqrt(K), 1/sqrt(K)) (kaiming_uniform a=sqrt(5)), B = 0; deterministic.
+  const Tensor p = init_lora_params(lu, 3, 0), p2 = init_lora_params(lu, 3, 0),
+               p3 = init_lora_params(lu, 4, 0);
+  EXPECT_EQ(std::memcmp(p.raw(), p2.raw(), p.nbytes()), 0);
+  EXPECT_NE(std::memcmp(p.raw(), p3.raw(), p.nbytes()), 0);
+  const double bound = 1.0 / std::sqrt(double(a.torch_shape[1]));
+  double mx = 0, sumsq = 0;
+  for (int64_t i = 0; i < a.numel; ++i) {
+    mx = std::max(mx, std::abs(double(p.f32()[a.offset + i])));
+    sumsq += double(p.f32()[a.offset + i]) * p.f32()[a.offset + i];
+  }
+  EXPECT_LE(mx, bound);
+  EXPECT_GT(mx, 0.8 * bound);
+  EXPECT_NEAR(std::sqrt(sumsq / double(a.numel)), bound / std::sqrt(3.0), 0.15 * bound);  // U's std
+  for (int64_t i = 0; i < b.numel; ++i) ASSERT_EQ(p.f32()[b.offset + i], 0.f);
+}
+
+// One adapted Linear against the merged weight and the explicit gradient formulas.
+TEST(Lora, LinearForwardBackward) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const int64_t M = 6, K = 40, N = 24, R = 4;
+  const float s = 0.5f;  // alpha 2, rank 4
+  ParamRegistry reg, lreg;
+  reg.add("to_q.weight", {N, K});
+  reg.add("to_q.bias", {N});
+  lreg.add("to_q.lora_A.weight", {R, K});
+  lreg.add("to_q.lora_B.weight", {N, R});
+  Tensor base = randn({reg.total_numel()}, 1, 0.2f), lp = randn({lreg.total_numel()}, 2, 0.3f);
+  Tensor lg = Tensor::zeros({lreg.total_numel()});
+  const AdapterSet as{&lreg, lp, lg, s};
+  const Linear lin(ParamSet(reg, base, "to_q.", &as));
+  ASSERT_TRUE(lin.lora.defined());
+
+  Tensor merged = base.clone();
+  EXPECT_EQ(merge_lora(reg, merged, lreg, lp, s), 1);
+  const Linear ref(ParamSet(reg, merged, "to_q."));
+  EXPECT_FALSE(ref.lora.defined());
+
+  const Tensor x = randn({M, K}, 3), dy = randn({M, N}, 4);
+  Linear::Saved sv, rsv;
+  const Tensor y = lin.forward(ctx, x, &sv), yr = ref.forward(ctx, x, &rsv);
+  db::test::expect_close("y vs merged", y, yr, kF32);
+  const Tensor dx = lin.backward(ctx, sv, dy, nullptr), dxr = ref.backward(ctx, rsv, dy, nullptr);
+  db::test::expect_close("dx vs merged", dx, dxr, kF32);
+
+  const Tensor A = lreg.view(lp, "to_q.lora_A.weight").clone(),
+               B = lreg.view(lp, "to_q.lora_B.weight").clone();
+  Tensor h = matmul_nt(x, A);                                                   // [M, R]
+  Tensor dB = matmul_nt(transpose(dy), transpose(h));                           // [N, R] = dy^T h
+  Tensor dA = matmul_nt(transpose(matmul_nt(dy, transpose(B))), transpose(x));  // [R, K] = (dy B)^T x
+  for (Tensor* t : {&dA, &dB})
+    for (int64_t i = 0; i < t->numel(); ++i) t->f32()[i] *= s;
+  db::test::expect_close("dB", lreg.view(lg, "to_q.lora_B.weight").clone(), dB, kF32);
+  db::test::expect_close("dA", lreg.view(lg, "to_q.lora_A.weight").clone(), dA, kF32);
+
+  // need_dx = false still trains the adapter (cross-attention k/v without a context gradient).
+  Tensor lg2 = Tensor::zeros({lreg.total_numel()});
+  const AdapterSet as2{&lreg, lp, lg2, s};
+  const Linear lin2(ParamSet(reg, base, "to_q.", &as2));
+  Linear::Saved sv2;
+  lin2.forward(ctx, x, &sv2);
+  EXPECT_FALSE(lin2.backward(ctx, sv2, dy, nullptr, false).defined());
+  EXPECT_EQ(std::memcmp(lg.raw(), lg2.raw(), lg.nbytes()), 0);
+}
+
+// A whole UNet with (non-zero) adapters computes what the UNet over merge_lora's weights computes.
+TEST(Lora, UNetAdaptersEqualMergedWeights) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
+  const ParamRegistry reg = mf.registry(Component::UNet);
+  const Tensor up = mf.load(Component::UNet, reg);
+  const ParamRegistry lreg = build_lora_registry(reg, lora_unet_targets(), 2);
+  const Tensor lp = randn({lreg.total_numel()}, 5, 0.2f);
+  const AdapterSet as{&lreg, lp, Tensor(), 1.5f};
+  const UNet2DConditionModel adapted(mf.unet, reg, up, &as);
+  Tensor merged = up.clone();
+  EXPECT_EQ(merge_lora(reg, merged, lreg, lp, 1.5f), int(lreg.params().size() / 2));
+  const UNet2DConditionModel ref(mf.unet, reg, merged);
+  const int64_t S = mf.unet.sample_size;
+  const Tensor x = randn({1, S, S, mf.unet.in_channels}, 6);
+  const Tensor ehs = randn({1, 8, mf.unet.cross_attention_dim}, 7);
+  Tensor t = Tensor::empty({1});
+  t.f32()[0] = 500.f;
+  const Tensor y = adapted.forward(ctx, x, t, ehs), yr = ref.forward(ctx, x, t, ehs);
+  const Tensor yb = UNet2DConditionModel(mf.unet, reg, up).forward(ctx, x, t, ehs);
+  db::test::expect_close("unet with adapters vs merged", y, yr, kF32);
+  EXPECT_GT(db::test::diff(y, yb).rel_l2, 1e-3) << "the adapters change the output";
+}
+
+// LoRA DreamBooth steps on the sd1-tiny golden batch: the base weights are frozen (no gradient or moment
+// buffers, bits unchanged), B = 0 makes the first step's losses those of the base model (the golden's),
+// and the first step's A gradients are exactly 0 (d A = B^T ...), as in PEFT.
+TEST(Lora, DreamBoothStepsTrainAdaptersOnly) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const GoldenBatch g = golden_batch();
+  const Golden tr("sd1-tiny/train.safetensors");
+  TrainState st = TrainState::load(ops, *g.mf, true);
+  LoraOptions lo;
+  lo.rank = 4;
+  lo.text_encoder = true;
+  st.enable_lora(ops, lo, 9);
+  EXPECT_FALSE(st.unet_buf.trained());
+  EXPECT_FALSE(st.te_buf.trained());
+  EXPECT_EQ(st.unet_grad, nullptr);
+  EXPECT_EQ(st.te_grad, nullptr);
+  ASSERT_TRUE(st.unet_lora.trained() && st.te_lora.trained());
+  EXPECT_LT(st.unet_lora.reg.param_count() * 20, st.unet_buf.reg.param_count());
+
+  const NoiseSchedule sched(g.mf->scheduler);
+  StepOptions opt;
+  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
+  const Tensor up0 = st.unet_buf.master.clone(), tp0 = st.te_buf.master.clone();
+  const Tensor ul0 = st.unet_lora.master.clone(), tl0 = st.te_lora.master.clone();
+  {
+    TrainStep ts(ctx, st, sched, opt);
+    ts.micro_batch(g.mb);
+    const LossParts lp = ts.losses();
+    EXPECT_NEAR(lp.loss, tr["train.step_losses"].f32()[0], 1e-4 * lp.loss) << "B = 0: the base model's loss";
+    for (const ModelBuffers* b : {&st.unet_lora, &st.te_lora}) {
+      double a_sq = 0, b_sq = 0;
+      for (const ParamInfo& p : b->reg.params()) {
+        const float* gp = b->grad.f32() + p.offset;
+        double& acc = p.name.ends_with("lora_A.weight") ? a_sq : b_sq;
+        for (int64_t i = 0; i < p.numel; ++i) acc += double(gp[i]) * gp[i];
+      }
+      EXPECT_EQ(a_sq, 0.0) << "d A = 0 while B = 0";
+      EXPECT_GT(b_sq, 0.0);
+    }
+    ts.update(0);
+    EXPECT_TRUE(ts.finish().update.applied);
+  }
+  for (int step = 1; step < 3; ++step) {
+    const StepResult sr = one_step(ctx, st, sched, g.mb, opt, step);
+    EXPECT_TRUE(sr.update.applied);
+    EXPECT_GT(sr.update.grad_norm, 0);
+  }
+  EXPECT_EQ(st.adam_step, 3);
+  EXPECT_EQ(std::memcmp(up0.raw(), st.unet_buf.master.raw(), up0.nbytes()), 0) << "UNet base frozen";
+  EXPECT_EQ(std::memcmp(tp0.raw(), st.te_buf.master.raw(), tp0.nbytes()), 0) << "text encoder base frozen";
+  EXPECT_NE(std::memcmp(ul0.raw(), st.unet_lora.master.raw(), ul0.nbytes()), 0);
+  EXPECT_NE(std::memcmp(tl0.raw(), st.te_lora.master.raw(), tl0.nbytes()), 0);
+  // The trained model equals the base with the adapters merged (what generate --lora computes).
+  Tensor merged = st.unet_buf.master.clone();
+  merge_lora(st.unet_buf.reg, merged, st.unet_lora.reg, st.unet_lora.master, lo.scale());
+  const UNet2DConditionModel ref(st.unet_cfg, st.unet_buf.reg, merged);
+  const Tensor x = nchw_to_nhwc(tr["train.latents"]).slice(0, 1),
+               ehs = randn({1, 8, st.unet_cfg.cross_attention_dim}, 8);
+  Tensor t = Tensor::empty({1});
+  t.f32()[0] = 100.f;
+  db::test::expect_close("trained vs merged", st.unet->forward(ctx, x, t, ehs), ref.forward(ctx, x, t, ehs),
+                         kF32);
+}
