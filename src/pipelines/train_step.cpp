@@ -79,21 +79,21 @@ std::vector<ModelBuffers*> TrainState::trained_buffers() {
 
 TrainState TrainState::from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                             const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                            bool train_text_encoder) {
+                            bool train_text_encoder, bool train_unet) {
   TrainState s;
   s.unet_cfg = uc;
   s.te_cfg = tc;
-  s.unet_buf = ModelBuffers::create(ops, ureg, up, true);
+  s.unet_buf = ModelBuffers::create(ops, ureg, up, train_unet);
   s.te_buf = ModelBuffers::create(ops, treg, tp, train_text_encoder);
   s.bind();
   return s;
 }
 
-TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder) {
+TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet) {
   ParamRegistry ureg = folder.registry(Component::UNet), treg = folder.registry(Component::TextEncoder);
   const Tensor up = folder.load(Component::UNet, ureg);
   const Tensor tp = folder.load(Component::TextEncoder, treg);
-  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder);
+  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder, train_unet);
 }
 
 void TrainState::zero_grads(Ops& ops) {

@@ -8,7 +8,10 @@
 #      `mpirun -np 2` as two rank shards: check_shard.py (h5py, schema v1 of docs/DATA_FORMAT.md);
 #   3. train 4 steps on them (checkpoint at step 2, prior preservation, text encoder trained):
 #      check_pipeline_loads.py on the output, and the same on checkpoint-2 made whole with the base's
-#      vae/, tokenizer/, scheduler/ and model_index.json (a checkpoint holds the trained parts only).
+#      vae/, tokenizer/, scheduler/ and model_index.json (a checkpoint holds the trained parts only);
+#   4. train --lora-rank 4 --lora-alpha 8 --lora-text-encoder 3 steps: check_lora_loads.py (diffusers'
+#      load_lora_weights + fuse_lora give W + B A for every adapter of pytorch_lora_weights.safetensors,
+#      2 denoising steps) on the output and on checkpoint-2's copy.
 # Usage: tests/reference/check_outputs.sh BUILD_DIR PYTHON   (PYTHON: the reference venv's python)
 set -uo pipefail
 build=$1 py=$2
@@ -45,4 +48,10 @@ ckpt=$tmp/out/checkpoint-2
 [ -d "$ckpt/unet" ] && [ -d "$ckpt/text_encoder" ] || fail "no checkpoint-2 with unet/ and text_encoder/"
 for part in vae tokenizer scheduler model_index.json; do cp -r "$tmp/base/$part" "$ckpt/"; done
 "$py" tests/reference/check_pipeline_loads.py "$ckpt" || fail "diffusers cannot load checkpoint-2's weights"
+"$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tmp/class-0000?-of-00002.h5" \
+  --out "$tmp/lora" --max-steps 3 --lr 1e-2 --seed 5 --checkpoint-every 2 --lora-rank 4 --lora-alpha 8 \
+  --lora-text-encoder --progress-seconds 0 2> "$tmp/lora.log" || { cat "$tmp/lora.log"; fail "train --lora-rank"; }
+for f in "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/lora/checkpoint-2/pytorch_lora_weights.safetensors"; do
+  "$py" tests/reference/check_lora_loads.py "$tmp/base" "$f" || fail "diffusers cannot load $f"
+done
 echo "real clients read our outputs: OK ($(( $(date +%s) - t0 )) s)"

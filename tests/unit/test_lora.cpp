@@ -1,5 +1,12 @@
 // Lora.*: LoRA adapters (nn/lora.h, nn/linear.h) and LoRA DreamBooth steps (TrainState::enable_lora).
 //
+// Lora.GoldenStepsMatchPeft: tests/reference/make_lora_golden.py (diffusers + PEFT on sd1-tiny, rank 4,
+// alpha 8, UNet and text-encoder adapters, seeded non-zero A and B so that both gradients are non-zero;
+// the train.safetensors batch with prior preservation; 3 AdamW steps). Bounds as test_train.cpp explains
+// them for full fine-tuning: losses, gradient norm and each adapter gradient within 1e-4 relative; the
+// 3-step UPDATE (p3 - p0) within kUpdateTensor = 3e-3 of its norm per tensor and kUpdateAll = 5e-4 over
+// all tensors.
+//
 // Tolerances: everything here is f32 on the CPU backend. An adapter forward y = W x + s B (A x) and the
 // same Linear over the merged weight W + s B A differ only by summation order (K + R terms vs K terms of a
 // merged product), measured ~1e-7 relative L2; 1e-5 is the f32 bound used for ops elsewhere. The adapter
@@ -9,14 +16,19 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/core/philox.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/nn/linear.h"
 #include "dreambooth/nn/lora.h"
+#include "dreambooth/io/safetensors.h"
+#include "dreambooth/pipelines/lora_file.h"
+#include "dreambooth/pipelines/train.h"
 #include "dreambooth/pipelines/train_step.h"
 #include "test_helpers.h"
+#include "train_test_data.h"
 
 using namespace db;
 using db::test::Golden;
@@ -26,6 +38,7 @@ using db::test::nchw_to_nhwc;
 namespace {
 
 constexpr double kF32 = 1e-5;  // see the file comment
+constexpr double kGolden = 1e-4, kUpdateTensor = 3e-3, kUpdateAll = 5e-4;
 
 Tensor randn(const Shape& s, uint32_t stream, float scale = 1.f) {
   Tensor t = Tensor::empty(s);
@@ -255,4 +268,165 @@ TEST(Lora, DreamBoothStepsTrainAdaptersOnly) {
   t.f32()[0] = 100.f;
   db::test::expect_close("trained vs merged", st.unet->forward(ctx, x, t, ehs), ref.forward(ctx, x, t, ehs),
                          kF32);
+}
+
+namespace {
+
+// "unet." / "text_encoder." + registry name -> the golden's key.
+void upload_golden(Ops& ops, const Golden& g, const std::string& component, ModelBuffers& b) {
+  Tensor host = Tensor::zeros({b.reg.total_numel()});
+  for (const ParamInfo& p : b.reg.params()) {
+    const Tensor t = g["init." + component + p.name];
+    ASSERT_EQ(t.shape(), p.torch_shape) << p.name;
+    std::memcpy(host.f32() + p.offset, t.f32(), size_t(p.numel) * 4);
+  }
+  b.master = host.clone();
+  b.refresh_working(ops);
+}
+
+}  // namespace
+
+TEST(Lora, GoldenStepsMatchPeft) {
+  CpuOps ops;
+  Ctx ctx{ops};
+  const GoldenBatch g = golden_batch();
+  const Golden lg("sd1-tiny/lora_train.safetensors");
+  TrainState st = TrainState::load(ops, *g.mf, false, false);
+  LoraOptions lo;
+  lo.rank = int(lg["lora.rank"].f32()[0]);
+  lo.alpha = lg["lora.alpha"].f32()[0];
+  lo.text_encoder = true;
+  st.enable_lora(ops, lo, 0);
+  upload_golden(ops, lg, "unet.", st.unet_lora);
+  upload_golden(ops, lg, "text_encoder.", st.te_lora);
+  st.bind();  // the masters were replaced
+  const Tensor u0 = st.unet_lora.master.clone(), t0 = st.te_lora.master.clone();
+  const NoiseSchedule sched(g.mf->scheduler);
+  StepOptions opt;
+  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
+  opt.adam = AdamWConfig{0.9, 0.999, 1e-8, 1e-2};
+  opt.max_grad_norm = 1.0f;
+  const Tensor L = lg["lora.step_losses"], N = lg["lora.step_grad_norms"];
+  double worst_grad = 0;
+  for (int step = 0; step < 3; ++step) {
+    TrainStep ts(ctx, st, sched, opt);
+    ts.micro_batch(g.mb);
+    if (step == 0) {  // the adapter gradients, before the update zeroes them
+      ts.losses();
+      for (const auto& [component, b] :
+           {std::pair<std::string, ModelBuffers*>{"unet.", &st.unet_lora}, {"text_encoder.", &st.te_lora}})
+        for (const ParamInfo& p : b->reg.params()) {
+          const db::test::Diff d =
+              db::test::diff(b->reg.view(b->grad, p).clone(), lg["grad." + component + p.name]);
+          worst_grad = std::max(worst_grad, d.rel_l2);
+          EXPECT_LE(d.rel_l2, kGolden) << component << p.name;
+        }
+    }
+    ts.update(step);
+    const StepResult sr = ts.finish();
+    const double el = std::abs(sr.loss.loss - L.f32()[step]) / L.f32()[step];
+    const double en = std::abs(sr.update.grad_norm - N.f32()[step]) / N.f32()[step];
+    std::printf("  step %d  loss %.7f (ref %.7f, rel %.1e)  grad_norm %.6f (ref %.6f, rel %.1e)\n", step,
+                sr.loss.loss, L.f32()[step], el, sr.update.grad_norm, N.f32()[step], en);
+    EXPECT_TRUE(sr.update.applied);
+    EXPECT_LE(el, kGolden);
+    EXPECT_LE(en, kGolden);
+  }
+  double worst = 0, num_all = 0, den_all = 0;
+  for (const auto& [component, b, p0] :
+       {std::tuple<std::string, ModelBuffers*, const Tensor*>{"unet.", &st.unet_lora, &u0},
+        {"text_encoder.", &st.te_lora, &t0}})
+    for (const ParamInfo& p : b->reg.params()) {
+      const Tensor ref = lg["step3." + component + p.name];
+      const float *r = ref.f32(), *x0 = p0->f32() + p.offset, *x3 = b->master.f32() + p.offset;
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < p.numel; ++i) {
+        const double d = double(x3[i]) - r[i], u = double(r[i]) - x0[i];
+        num += d * d;
+        den += u * u;
+      }
+      num_all += num, den_all += den;
+      worst = std::max(worst, std::sqrt(num / den));
+      EXPECT_LE(std::sqrt(num / den), kUpdateTensor) << component << p.name;
+    }
+  std::printf("  worst gradient %.2e; 3-step update: worst tensor %.2e, all tensors %.2e\n", worst_grad,
+              worst, std::sqrt(num_all / den_all));
+  EXPECT_LE(std::sqrt(num_all / den_all), kUpdateAll);
+}
+
+// pytorch_lora_weights.safetensors: PEFT names with component prefixes, the text encoder without
+// "text_model.", alpha / rank folded into B; read back into our names (merging the file = merging ours).
+TEST(Lora, WeightsFileRoundTrip) {
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
+  const ParamRegistry ureg = mf.registry(Component::UNet), treg = mf.registry(Component::TextEncoder);
+  const ParamRegistry lu = build_lora_registry(ureg, lora_unet_targets(), 2);
+  const ParamRegistry lt = build_lora_registry(treg, lora_text_targets(), 2);
+  const Tensor up = randn({lu.total_numel()}, 9), tp = randn({lt.total_numel()}, 10);
+  const db::test::TempDir dir("lora");
+  const std::string path = (dir.path / "pytorch_lora_weights.safetensors").string();
+  write_lora_weights(path, lu, up, &lt, &tp, 0.25f, 0.5f, DType::F32);
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  EXPECT_NE(f.find("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"), nullptr);
+  EXPECT_NE(f.find("text_encoder.encoder.layers.1.self_attn.out_proj.lora_B.weight"), nullptr);
+  EXPECT_EQ(f.metadata().at("dreambooth.lora_rank"), "2");
+  const LoraWeights w = read_lora_weights(path);
+  EXPECT_EQ(w.rank, 2);
+  ASSERT_EQ(w.unet.params().size(), lu.params().size());
+  ASSERT_EQ(w.text_encoder.params().size(), lt.params().size());
+  Tensor a = mf.load(Component::UNet, ureg), b = a.clone();
+  merge_lora(ureg, a, lu, up, 0.25f * 3.f);
+  merge_lora(ureg, b, w.unet, w.unet_params, 3.f);
+  db::test::expect_close("merged from the file", b, a, 1e-6);
+  Tensor c = mf.load(Component::TextEncoder, treg), d = c.clone();
+  merge_lora(treg, c, lt, tp, 0.25f);
+  EXPECT_EQ(merge_lora(treg, d, w.text_encoder, w.te_params, 1.f), int(lt.params().size() / 2));
+  db::test::expect_close("text encoder merged from the file", d, c, 1e-6);
+}
+
+// train --lora-rank end to end in-process: the output is pytorch_lora_weights.safetensors (no pipeline),
+// checkpoints hold the adapters and moments, a resumed run ends bit-identical to an uninterrupted one,
+// and resuming with another rank is refused.
+TEST(Lora, TrainResumeIsBitIdentical) {
+  const std::string model = db::test::golden_model("sd1-tiny");
+  const db::test::TempDir dir("lora_resume");
+  const std::string tmp = dir.str();
+  db::test::write_latent_shard(tmp + "/inst.h5", "inst", 2, 500, 1);
+  db::test::write_latent_shard(tmp + "/class.h5", "class", 2, 600, 2);
+  TrainOptions o;
+  o.model = model;
+  o.instance = {tmp + "/inst.h5"};
+  o.class_data = {tmp + "/class.h5"};
+  o.seed = 7;
+  o.max_steps = 4;
+  o.lr = 1e-2f;
+  o.checkpoint_every = 2;
+  o.progress_seconds = 1e9;
+  o.lora_rank = 4;
+  o.lora_alpha = 8;
+  o.lora_text_encoder = true;
+
+  TrainOptions a = o;
+  a.out = tmp + "/straight";
+  EXPECT_EQ(run_train(a).end_step, 4);
+  TrainOptions b = o;
+  b.out = tmp + "/resumed";
+  b.stop_after = 2;
+  EXPECT_EQ(run_train(b).end_step, 2);
+  b.stop_after = 0;
+  b.resume = "latest";
+  EXPECT_EQ(run_train(b).start_step, 2);
+  for (const char* f : {"pytorch_lora_weights.safetensors", "checkpoint-4/lora.safetensors",
+                        "checkpoint-4/pytorch_lora_weights.safetensors", "checkpoint-2/lora.safetensors"})
+    EXPECT_TRUE(db::test::slurp(a.out + "/" + f) == db::test::slurp(b.out + "/" + f)) << f << " differs";
+  EXPECT_FALSE(std::filesystem::exists(a.out + "/model_index.json"));
+  EXPECT_FALSE(std::filesystem::exists(a.out + "/checkpoint-2/unet"));
+  const LoraWeights w = read_lora_weights(a.out + "/pytorch_lora_weights.safetensors");
+  EXPECT_EQ(w.rank, 4);
+  EXPECT_TRUE(w.te_params.defined());
+
+  TrainOptions c = o;
+  c.out = b.out;
+  c.resume = "latest";
+  c.lora_rank = 8;
+  EXPECT_THROW(run_train(c), Error);
 }

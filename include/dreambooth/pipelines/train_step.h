@@ -104,11 +104,13 @@ struct TrainState {
   // fine-tuned, the adapters' under LoRA.
   std::vector<ModelBuffers*> trained_buffers();
   // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
-  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder);
+  // train_unet false: no UNet gradient or moment buffers either (LoRA: enable_lora next).
+  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder,
+                         bool train_unet = true);
   // From configs and host parameter buffers (tests).
   static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                         bool train_text_encoder);
+                         bool train_text_encoder, bool train_unet = true);
   void zero_grads(Ops& ops);
 };
 
