@@ -11,7 +11,9 @@
 #      vae/, tokenizer/, scheduler/ and model_index.json (a checkpoint holds the trained parts only);
 #   4. train --lora-rank 4 --lora-alpha 8 --lora-text-encoder 3 steps: check_lora_loads.py (diffusers'
 #      load_lora_weights + fuse_lora give W + B A for every adapter of pytorch_lora_weights.safetensors,
-#      2 denoising steps) on the output and on checkpoint-2's copy.
+#      2 denoising steps) on the output and on checkpoint-2's copy;
+#   5. export --format single-file (fp16 of the trained pipeline; fp32 of the base with that LoRA merged):
+#      check_single_file.py (from_single_file(FILE, config=DIR) holds every tensor of the folder).
 # Usage: tests/reference/check_outputs.sh BUILD_DIR PYTHON   (PYTHON: the reference venv's python)
 set -uo pipefail
 build=$1 py=$2
@@ -54,4 +56,12 @@ for part in vae tokenizer scheduler model_index.json; do cp -r "$tmp/base/$part"
 for f in "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/lora/checkpoint-2/pytorch_lora_weights.safetensors"; do
   "$py" tests/reference/check_lora_loads.py "$tmp/base" "$f" || fail "diffusers cannot load $f"
 done
+"$bin" export --model "$tmp/out" --format single-file --out "$tmp/single.safetensors" > /dev/null ||
+  fail "export --format single-file"
+"$py" tests/reference/check_single_file.py "$tmp/single.safetensors" "$tmp/out" ||
+  fail "diffusers from_single_file does not read the export"
+"$bin" export --model "$tmp/base" --format single-file --dtype fp32 --lora "$tmp/lora/pytorch_lora_weights.safetensors" \
+  --out "$tmp/single_lora.safetensors" > /dev/null || fail "export --lora"
+"$py" tests/reference/check_single_file.py "$tmp/single_lora.safetensors" "$tmp/base" \
+  "$tmp/lora/pytorch_lora_weights.safetensors" || fail "diffusers from_single_file does not read the LoRA export"
 echo "real clients read our outputs: OK ($(( $(date +%s) - t0 )) s)"

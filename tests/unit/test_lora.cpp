@@ -24,6 +24,7 @@
 #include "dreambooth/nn/linear.h"
 #include "dreambooth/nn/lora.h"
 #include "dreambooth/io/safetensors.h"
+#include "dreambooth/pipelines/export.h"
 #include "dreambooth/pipelines/lora_file.h"
 #include "dreambooth/pipelines/train.h"
 #include "dreambooth/pipelines/train_step.h"
@@ -429,4 +430,76 @@ TEST(Lora, TrainResumeIsBitIdentical) {
   c.resume = "latest";
   c.lora_rank = 8;
   EXPECT_THROW(run_train(c), Error);
+}
+
+// export --format single-file: the original SD layout's names and shapes on sd1-tiny (2 levels, 2 layers
+// per block; the VAE 2 levels, 1 layer), the LoRA merged first. diffusers' from_single_file reading it
+// back tensor for tensor is tests/reference/check_single_file.py (CI, check_outputs.sh).
+TEST(Lora, ExportSingleFileLayout) {
+  const db::test::TempDir dir("export");
+  ExportOptions o;
+  o.model = golden_path("sd1-tiny/model");
+  o.out = (dir.path / "sd.safetensors").string();
+  o.dtype = DType::F32;
+  const ExportResult r = export_single_file(o);
+  const SafetensorsFile f = SafetensorsFile::open(o.out);
+  EXPECT_EQ(int64_t(f.tensors().size()), r.tensors);
+  const ModelFolder mf = ModelFolder::open(o.model);
+  const ParamRegistry ureg = mf.registry(Component::UNet), vreg = mf.registry(Component::Vae);
+  const int64_t n = int64_t(ureg.params().size() + vreg.params().size() +
+                            mf.registry(Component::TextEncoder).params().size());
+  EXPECT_EQ(r.tensors, n);
+  const Tensor up = mf.load(Component::UNet, ureg);
+  // diffusers name -> original name (L = 2: input_blocks 1, 2 = down 0 resnets, 3 = its downsampler; the
+  // up blocks have 3 resnets: output_blocks 0..2 = up 0, whose upsampler (no attention) is .2.1).
+  const std::pair<const char*, const char*> names[] = {
+      {"down_blocks.0.resnets.1.norm1.weight", "input_blocks.2.0.in_layers.0.weight"},
+      {"down_blocks.0.attentions.1.proj_in.weight", "input_blocks.2.1.proj_in.weight"},
+      {"down_blocks.0.downsamplers.0.conv.weight", "input_blocks.3.0.op.weight"},
+      {"down_blocks.1.resnets.0.conv_shortcut.weight", "input_blocks.4.0.skip_connection.weight"},
+      {"mid_block.resnets.1.time_emb_proj.weight", "middle_block.2.emb_layers.1.weight"},
+      {"mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+       "middle_block.1.transformer_blocks.0.attn2.to_k.weight"},
+      {"up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.1.conv.weight"},
+      {"up_blocks.1.resnets.2.conv2.weight", "output_blocks.5.0.out_layers.3.weight"},
+      {"up_blocks.1.attentions.2.proj_out.bias", "output_blocks.5.1.proj_out.bias"},
+      {"time_embedding.linear_2.bias", "time_embed.2.bias"},
+      {"conv_out.weight", "out.2.weight"}};
+  for (const auto& [hf, sd] : names) {
+    const SafeTensorInfo* t = f.find(std::string("model.diffusion_model.") + sd);
+    ASSERT_NE(t, nullptr) << sd;
+    const ParamInfo& p = ureg.at(hf);
+    EXPECT_EQ(t->shape, p.torch_shape) << sd;
+    Tensor got = Tensor::empty(p.torch_shape), want = db::test::torch_layout(ureg, up, p);
+    f.read_f32(*t, got.f32());
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << sd;
+  }
+  for (const char* sd :
+       {"first_stage_model.decoder.up.0.block.1.norm1.weight",
+        "first_stage_model.decoder.up.1.upsample.conv.weight",
+        "first_stage_model.encoder.down.0.downsample.conv.weight",
+        "first_stage_model.encoder.mid.block_2.conv2.bias", "first_stage_model.encoder.norm_out.weight",
+        "first_stage_model.post_quant_conv.weight",
+        "cond_stage_model.transformer.text_model.final_layer_norm.weight"})
+    EXPECT_NE(f.find(sd), nullptr) << sd;
+  const SafeTensorInfo* q = f.find("first_stage_model.decoder.mid.attn_1.q.weight");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->shape.size(), 4u) << "the original's 1x1 conv";
+
+  // With LoRA weights: the exported to_q equals the base + B A.
+  const ParamRegistry lu = build_lora_registry(ureg, lora_unet_targets(), 2);
+  const Tensor lp = randn({lu.total_numel()}, 12, 0.3f);
+  const std::string lora = (dir.path / "pytorch_lora_weights.safetensors").string();
+  write_lora_weights(lora, lu, lp, nullptr, nullptr, 1.f, 2.f, DType::F32);
+  o.lora = lora;
+  o.out = (dir.path / "sdl.safetensors").string();
+  EXPECT_EQ(export_single_file(o).lora_merged, int(lu.params().size() / 2));
+  Tensor merged = up.clone();
+  merge_lora(ureg, merged, lu, lp, 1.f);
+  const ParamInfo& p = ureg.at("up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight");
+  const SafetensorsFile fl = SafetensorsFile::open(o.out);
+  Tensor got = Tensor::empty(p.torch_shape);
+  fl.read_f32(*fl.find("model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn1.to_q.weight"),
+              got.f32());
+  db::test::expect_close("exported merged to_q", got, db::test::torch_layout(ureg, merged, p), 0);
 }
