@@ -216,6 +216,21 @@ bench-emu: $(EMU_DIR)/bench_emu_overhead
 $(EMU_DIR)/bench_emu_overhead: $(BENCH_EMU_OBJS) $(LIB)
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(filter-out -lgtest -lgtest_main,$(EMU_LDLIBS))
 
+# Every kernel launcher at SD 1.5 training shapes (bench/cuda/kernels.cpp, bench/README.md "Kernels"):
+# build/bench_kernels with nvcc's kernels and the CUDA runtime (CUDA=1; runs on a GPU), and
+# build/emu/bench_kernels on the emulator, which make test runs once with --smoke so the bench cannot rot.
+ifeq ($(CUDA),1)
+all bench: $(BUILD)/bench_kernels
+$(BUILD)/bench_kernels: $(BUILD)/bench/cuda/kernels.o $(CU_SRCS:%.cu=$(BUILD)/%.o) $(LIB)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
+endif
+ifneq ($(EMU_HEADERS),)
+all: $(EMU_DIR)/bench_kernels
+$(EMU_DIR)/bench_kernels: $(EMU_DIR)/bench/cuda/kernels.o $(CU_ALL_SRCS:%.cu=$(EMU_DIR)/%.cu.o) \
+                          $(EMU_SRCS:%.cpp=$(EMU_DIR)/%.o) $(LIB)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(filter-out -lgtest -lgtest_main,$(EMU_LDLIBS))
+endif
+
 # libFuzzer target for the safetensors parser; run: build/fuzz_safetensors -max_total_time=60 tests/fuzz/corpus
 FUZZ_SRCS := tests/fuzz/fuzz_safetensors.cpp $(shell find src/core src/io -name 'safetensors*.cpp' -o -path 'src/core/*.cpp' | sort -u)
 fuzz: $(BUILD)/fuzz_safetensors
@@ -233,4 +248,5 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(EMU_OBJS:.o=.d) $(EMU_ASAN_OBJS:.o=.d) \
-         $(CUDA_OBJS:.o=.d) $(EMU_BACKEND_OBJS:.o=.d) $(CUDA_TEST_OBJS:.o=.d)
+         $(CUDA_OBJS:.o=.d) $(EMU_BACKEND_OBJS:.o=.d) $(CUDA_TEST_OBJS:.o=.d) \
+         $(BUILD)/bench/cuda/kernels.d $(EMU_DIR)/bench/cuda/kernels.d

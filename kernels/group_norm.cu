@@ -19,10 +19,11 @@
 //   4. dx        grid and block as 1: dx = rstd (dz gamma - m1 - xhat m2).
 // Statistics and sums are f32; dz recomputes SiLU's pre-activation from x, mean, rstd, gamma, beta.
 //
-// ptxas (sm_90a, CUDA 13.0), over the T x V x SiLU instantiations, no spills: forward 24-35 registers,
-// 400 B static + 8 cg B dynamic shared memory; partials 31-80 registers (bf16, V = 8, SiLU the most),
-// 2-16 KiB shared; dx 24-86 registers (__launch_bounds__(256, 1): with (256) alone ptxas spilled 4-8 B
-// at 48 registers); totals, coeffs 32.
+// ptxas (sm_90a, CUDA 13.0), over the T x V x SiLU instantiations, no spills: forward 38-70 registers
+// (U = 2..8 packs in flight per thread; (512, 1) bounds: with (512) alone ptxas spilled 12-24 B), 400 B
+// static + 8 cg B dynamic shared; partials 31-80 registers (bf16, V = 8, SiLU the most), 2-16 KiB shared; dx
+// 24-86 registers (__launch_bounds__(256, 1): with (256) alone ptxas spilled 4-8 B at 48 registers); totals,
+// coeffs 32.
 #include <algorithm>
 
 #include "dreambooth/kernels/norm.h"
@@ -39,7 +40,7 @@ using norm::kSliceRows;
 
 // x, y [B, N, C]; mean, rstd [B, G]. grid (G, B).
 template <class T, int V, bool SILU>
-__global__ void __launch_bounds__(512)
+__global__ void __launch_bounds__(512, 1)
     gn_forward_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                       T* __restrict__ y, float* mean, float* rstd, int N, int C, int G, float eps) {
   DB_DYNAMIC_SMEM(float, coef);  // [2, cg]: a[c], s[c]
@@ -47,12 +48,20 @@ __global__ void __launch_bounds__(512)
   const int cg = C / G, cv = cg / V, g = blockIdx.x, b = blockIdx.y;
   const int64_t base = int64_t(b) * N * C + int64_t(g) * cg;
   const int items = N * cv;  // < 2^31, checked by the launcher
+  // U packs per thread in flight (32 bytes, at most 8 packs): few blocks share the GPU, so each must keep
+  // many loads outstanding; then the U packs are merged in order.
+  constexpr int U = 32 / (V * int(sizeof(T))) < 8 ? 32 / (V * int(sizeof(T))) : 8;
   Stats s{0.f, 0.f, 0.f};
-  for (int i = threadIdx.x; i < items; i += blockDim.x) {
-    const int n = i / cv, j = i - n * cv;
-    float v[V];
-    norm::load<T, V>(x + base + int64_t(n) * C + j * V, v);
-    s = norm::merge(s, norm::pack_stats<V>(v));
+  for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
+    float v[U][V];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
+      if (i < items) norm::load<T, V>(x + base + int64_t(n) * C + j * V, v[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (i0 + u * int(blockDim.x) < items) s = norm::merge(s, norm::pack_stats<V>(v[u]));
   }
   s = norm::block_reduce(s, red);
   const float m = s.mean, r = 1.f / sqrtf(s.m2 / s.n + eps);
@@ -66,17 +75,25 @@ __global__ void __launch_bounds__(512)
     coef[cg + c] = norm::to_f(beta[g * cg + c]) - m * a;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < items; i += blockDim.x) {
-    const int n = i / cv, j = i - n * cv;
-    float v[V];
-    norm::load<T, V>(x + base + int64_t(n) * C + j * V, v);
+  for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
+    float v[U][V];
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      const int c = j * V + k;
-      v[k] = v[k] * coef[c] + coef[cg + c];
-      if constexpr (SILU) v[k] = norm::silu(v[k]);
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
+      if (i < items) norm::load<T, V>(x + base + int64_t(n) * C + j * V, v[u]);
     }
-    norm::store<T, V>(y + base + int64_t(n) * C + j * V, v);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
+      if (i >= items) break;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const int c = j * V + k;
+        v[u][k] = v[u][k] * coef[c] + coef[cg + c];
+        if constexpr (SILU) v[u][k] = norm::silu(v[u][k]);
+      }
+      norm::store<T, V>(y + base + int64_t(n) * C + j * V, v[u]);
+    }
   }
 }
 

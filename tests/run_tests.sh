@@ -59,6 +59,12 @@ if [ -x "$build/emu/cuda_tests" ]; then
 else
   run "cuda backend (emulated)" echo "SKIPPED: $build/emu/cuda_tests not built (needs the CUDA toolkit headers)"
 fi
+# bench/cuda/kernels.cpp on the emulator at tiny shapes: every kernel launcher still builds and runs (< 10 s).
+if [ -x "$build/emu/bench_kernels" ]; then
+  run "bench_kernels --smoke (emulated)" "$build/emu/bench_kernels" --smoke --json "$logs/bench_kernels.json"
+else
+  run "bench_kernels --smoke (emulated)" echo "SKIPPED: $build/emu/bench_kernels not built (needs the CUDA toolkit headers)"
+fi
 for t in tests/cli/*.sh; do run "$t" "$t" "$build"; done
 for t in tests/mpi/*.sh; do run "$t" "$t" "$build"; done  # mpirun -np 2 each, < 30 s
 

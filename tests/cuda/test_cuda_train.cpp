@@ -19,6 +19,7 @@
 
 #include "../../src/backend/cuda/cuda_ops.h"
 #include "../unit/test_helpers.h"
+#include "../unit/train_harness.h"
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/diffusion/noise_schedule.h"
 #include "dreambooth/io/model_folder.h"
@@ -45,18 +46,8 @@ TrainRun three_steps(Ops& ops, const std::string& preset, bool checkpointing) {
   r.unet0 = to_host(ops, st.unet_buf.master).clone();
   r.te0 = to_host(ops, st.te_buf.master).clone();
   const NoiseSchedule sched(mf.scheduler);
-  MicroBatch mb;
-  mb.latents = nchw_to_nhwc(tr["train.latents"]);
-  mb.noise = nchw_to_nhwc(tr["train.noise"]);
-  const Tensor t64 = tr["train.timesteps"];
-  for (int64_t i = 0; i < t64.numel(); ++i) mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
-  mb.ids = tr["train.input_ids"];
-  mb.pairs = 1;
-  mb.prior = true;
-  StepOptions opt;
-  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
-  opt.adam = AdamWConfig{0.9, 0.999, 1e-8, 1e-2};
-  opt.max_grad_norm = 1.0f;
+  const MicroBatch mb = test::harness_batch(tr);
+  StepOptions opt = test::harness_step_options();
   opt.gradient_checkpointing = checkpointing;
   for (int step = 0; step < 3; ++step) {
     TrainStep ts(ctx, st, sched, opt);

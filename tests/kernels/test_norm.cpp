@@ -1,14 +1,13 @@
 // kernels/group_norm.cu and kernels/layer_norm.cu against CpuOps (src/backend/cpu/norm*.cpp) on random
 // inputs at SD's channels-per-group (C/G = 1 .. 80), small N, f32 and bf16.
 //
-// Tolerances (relative L2 error over the whole tensor unless said otherwise):
-//  - f32 outputs (y, dx): 1e-5. The kernels accumulate in f32 where the CPU uses double; with
-//    these sizes (<= 40960 values per group) the statistics differ by ~1e-7 relative and y, dx
-//    inherit a few ulp. Measured values are in the report of issue 12.
+// Tolerances (relative L2 error over the whole tensor):
+//  - f32 outputs (y, dx): 1e-6. The kernels accumulate in f32 where the CPU uses double; with these
+//    sizes (<= 40960 values per group) the measured error is <= 1.3e-7 (2e-7 for dgamma/dbeta at
+//    N = 4096), a few ulp; 1e-6 leaves room for FMA contraction and expf on a real GPU.
 //  - bf16 outputs (y, dx): 1e-2. Inputs are bf16 on both sides (the CPU gets the same rounded values);
-//    the kernel's single rounding of the f32 result to bf16 alone gives ~2e-3.
-//  - mean, rstd, dgamma, dbeta (f32 in both dtypes, same inputs on both sides): 1e-5, f32 vs double
-//    accumulation as above.
+//    the kernel's single rounding of the f32 result to bf16 gives the measured 1.7e-3.
+//  - mean, rstd, dgamma, dbeta (f32 in both dtypes, same inputs on both sides): 1e-6, as f32 outputs.
 //  - determinism: bit-exact between two runs (no float atomics, fixed-order sums).
 #include <gtest/gtest.h>
 

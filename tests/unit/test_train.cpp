@@ -40,6 +40,7 @@
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/pipelines/train_step.h"
 #include "test_helpers.h"
+#include "train_harness.h"
 
 using namespace db;
 using db::test::Golden;
@@ -146,19 +147,8 @@ TEST_P(ThreeSteps, MatchHarness) {
   // train_dreambooth.py: DDPMScheduler.from_pretrained(model, subfolder="scheduler").
   const NoiseSchedule sched(mf.scheduler);
 
-  MicroBatch mb;
-  mb.latents = nchw_to_nhwc(tr["train.latents"]);
-  mb.noise = nchw_to_nhwc(tr["train.noise"]);
-  const Tensor t64 = tr["train.timesteps"];
-  for (int64_t i = 0; i < t64.numel(); ++i) mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
-  mb.ids = tr["train.input_ids"];
-  mb.pairs = 1;
-  mb.prior = true;
-
-  StepOptions opt;
-  opt.lr = make_lr_schedule("constant", 1e-3f, 0, 3);
-  opt.adam = AdamWConfig{0.9, 0.999, 1e-8, 1e-2};
-  opt.max_grad_norm = 1.0f;
+  const MicroBatch mb = db::test::harness_batch(tr);
+  const StepOptions opt = db::test::harness_step_options();
   const Tensor L = tr["train.step_losses"], Li = tr["train.step_losses_instance"],
                Lp = tr["train.step_losses_prior"], N = tr["train.step_grad_norms"];
   for (int step = 0; step < 3; ++step) {

@@ -18,7 +18,11 @@ int device_count(std::string* status) {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
-    if (status) *status = str_cat("cudaGetDeviceCount: ", cudaGetErrorString(err));
+    if (status)
+      *status = err == cudaErrorInsufficientDriver
+                    ? str_cat("no NVIDIA driver, or one older than the CUDA ", CUDART_VERSION / 1000,
+                              " runtime this binary was built with")
+                    : str_cat("cudaGetDeviceCount: ", cudaGetErrorString(err));
     cudaGetLastError();  // clear the sticky error
     return 0;
   }
