@@ -21,10 +21,11 @@
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/core/philox.h"
 #include "dreambooth/io/model_folder.h"
+#include "dreambooth/io/safetensors.h"
 #include "dreambooth/nn/linear.h"
 #include "dreambooth/nn/lora.h"
-#include "dreambooth/io/safetensors.h"
 #include "dreambooth/pipelines/export.h"
+#include "dreambooth/pipelines/generate.h"
 #include "dreambooth/pipelines/lora_file.h"
 #include "dreambooth/pipelines/train.h"
 #include "dreambooth/pipelines/train_step.h"
@@ -502,4 +503,44 @@ TEST(Lora, ExportSingleFileLayout) {
   fl.read_f32(*fl.find("model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn1.to_q.weight"),
               got.f32());
   db::test::expect_close("exported merged to_q", got, db::test::torch_layout(ureg, merged, p), 0);
+}
+
+// generate --lora: the base folder with the LoRA file merged at load makes exactly the images of a folder
+// whose saved weights are the merged ones (same host merge, same ops), and not those of the base.
+TEST(Lora, GenerateMergesAtLoad) {
+  const std::string base = golden_path("sd1-tiny/model");
+  const ModelFolder mf = ModelFolder::open(base);
+  const db::test::TempDir dir("lora_generate");
+  const ParamRegistry ureg = mf.registry(Component::UNet), treg = mf.registry(Component::TextEncoder);
+  const ParamRegistry lu = build_lora_registry(ureg, lora_unet_targets(), 2);
+  const ParamRegistry lt = build_lora_registry(treg, lora_text_targets(), 2);
+  const Tensor up = randn({lu.total_numel()}, 13, 0.3f), tp = randn({lt.total_numel()}, 14, 0.3f);
+  const std::string lora = (dir.path / "pytorch_lora_weights.safetensors").string();
+  write_lora_weights(lora, lu, up, &lt, &tp, 1.f, 2.f, DType::F32);
+  const std::string merged = (dir.path / "merged").string();
+  std::filesystem::copy(base, merged, std::filesystem::copy_options::recursive);
+  Tensor uw = mf.load(Component::UNet, ureg), tw = mf.load(Component::TextEncoder, treg);
+  merge_lora(ureg, uw, lu, up, 0.5f);
+  merge_lora(treg, tw, lt, tp, 0.5f);
+  save_component(merged, Component::UNet, mf.config_json(Component::UNet), ureg, uw, DType::F32);
+  save_component(merged, Component::TextEncoder, mf.config_json(Component::TextEncoder), treg, tw,
+                 DType::F32);
+
+  GenerateOptions o;
+  o.prompt = "photo of unqtkn dog";
+  o.steps = 2;
+  o.num_images = 1;
+  o.device = "cpu";
+  o.progress = false;
+  o.keep_results = true;
+  auto run = [&](const std::string& model, const std::string& l) {
+    GenerateOptions g = o;
+    g.model = model;
+    g.lora = l;
+    g.lora_scale = 0.5f;
+    return generate_images(g).images.at(0).rgb;
+  };
+  const std::vector<uint8_t> with_lora = run(base, lora), ref = run(merged, ""), plain = run(base, "");
+  EXPECT_EQ(with_lora, ref);
+  EXPECT_NE(with_lora, plain);
 }
