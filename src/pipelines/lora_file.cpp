@@ -1,5 +1,7 @@
 #include "dreambooth/pipelines/lora_file.h"
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <utility>
 #include <vector>
@@ -88,6 +90,35 @@ LoraWeights read_lora_weights(const std::string& path) {
   load(unet, 5, false, w.unet, w.unet_params);
   load(te, 13, true, w.text_encoder, w.te_params);
   return w;
+}
+
+int write_kohya_lora(const std::string& path, const LoraWeights& w, DType dtype) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  int modules = 0;
+  auto add = [&](const std::string& prefix, const ParamRegistry& reg, const Tensor& params) {
+    if (!params.defined()) return;
+    for (const ParamInfo& pa : reg.params()) {
+      if (!pa.name.ends_with(".lora_A.weight")) continue;
+      const std::string module = pa.name.substr(0, pa.name.size() - 14);
+      std::string key = prefix + module;
+      std::replace(key.begin(), key.end(), '.', '_');
+      const ParamInfo& pb = reg.at(module + ".lora_B.weight");
+      for (const auto& [p, suffix] :
+           {std::pair<const ParamInfo*, const char*>{&pa, ".lora_down.weight"}, {&pb, ".lora_up.weight"}}) {
+        Tensor t = Tensor::empty(p->torch_shape);
+        std::memcpy(t.f32(), params.f32() + p->offset, size_t(p->numel) * 4);
+        tensors.emplace_back(key + suffix, dtype == DType::F32 ? t : t.to(dtype));
+      }
+      Tensor alpha = Tensor::empty({});
+      alpha.f32()[0] = float(pa.torch_shape[0]);
+      tensors.emplace_back(key + ".alpha", alpha);
+      ++modules;
+    }
+  };
+  add("lora_unet_", w.unet, w.unet_params);
+  add("lora_te_", w.text_encoder, w.te_params);
+  write_safetensors(path, tensors, {{"format", "pt"}});
+  return modules;
 }
 
 }  // namespace db

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Loads a LoRA weights file written by `dreambooth train --lora-rank` the way users do and checks it.
 
-    check_lora_loads.py MODEL_DIR LORA_FILE
+    check_lora_loads.py MODEL_DIR LORA_FILE [LOADED_FILE]
 
 StableDiffusionPipeline.from_pretrained(MODEL_DIR).load_lora_weights(dir, weight_name=file), then
 fuse_lora(lora_scale=1.0): every adapted Linear must now hold W + B A computed from the file's tensors (so
 the names, the shapes and the scale are all read as we mean them: our files fold alpha / rank into B), the
 number of adapted modules must equal the file's, and 2 denoising steps must give a finite image.
-Exit 1 with one `error:` line otherwise.
+With LOADED_FILE (e.g. `export --format kohya-lora`'s rewrite of LORA_FILE), that file is the one loaded and
+LORA_FILE gives the expected W + B A. Exit 1 with one `error:` line otherwise.
 """
 from __future__ import annotations
 
@@ -42,14 +43,15 @@ def module_weights(module: torch.nn.Module, strip_text_model: bool) -> dict[str,
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        fail("usage: check_lora_loads.py MODEL_DIR LORA_FILE")
+    if len(sys.argv) not in (3, 4):
+        fail("usage: check_lora_loads.py MODEL_DIR LORA_FILE [LOADED_FILE]")
     model_dir, lora = sys.argv[1], Path(sys.argv[2])
+    loaded = Path(sys.argv[3]) if len(sys.argv) == 4 else lora
     file = load_file(str(lora))
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, dtype=torch.float32)
     before = {"unet": module_weights(pipe.unet, False), "text_encoder": module_weights(pipe.text_encoder, True)}
     before = {c: {k: v.clone() for k, v in w.items()} for c, w in before.items()}
-    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
+    pipe.load_lora_weights(str(loaded.parent), weight_name=loaded.name)
     pipe.fuse_lora(lora_scale=1.0)
     pipe.unload_lora_weights()
     after = {"unet": module_weights(pipe.unet, False), "text_encoder": module_weights(pipe.text_encoder, True)}
@@ -81,7 +83,7 @@ def main() -> None:
                output_type="np", generator=torch.Generator().manual_seed(0)).images
     if not torch.isfinite(torch.from_numpy(img)).all():
         fail("the image is not finite")
-    print(f"{lora}: load_lora_weights + fuse_lora = W + B A for {checked} modules: OK")
+    print(f"{loaded}: load_lora_weights + fuse_lora = W + B A of {lora.name} for {checked} modules: OK")
 
 
 if __name__ == "__main__":

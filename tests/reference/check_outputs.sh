@@ -13,7 +13,8 @@
 #      load_lora_weights + fuse_lora give W + B A for every adapter of pytorch_lora_weights.safetensors,
 #      2 denoising steps) on the output and on checkpoint-2's copy;
 #   5. export --format single-file (fp16 of the trained pipeline; fp32 of the base with that LoRA merged):
-#      check_single_file.py (from_single_file(FILE, config=DIR) holds every tensor of the folder).
+#      check_single_file.py (from_single_file(FILE, config=DIR) holds every tensor of the folder);
+#   6. export --format kohya-lora of the LoRA output: check_lora_loads.py loads it and gets the same W + B A.
 # Usage: tests/reference/check_outputs.sh BUILD_DIR PYTHON   (PYTHON: the reference venv's python)
 set -uo pipefail
 build=$1 py=$2
@@ -64,4 +65,8 @@ done
   --out "$tmp/single_lora.safetensors" > /dev/null || fail "export --lora"
 "$py" tests/reference/check_single_file.py "$tmp/single_lora.safetensors" "$tmp/base" \
   "$tmp/lora/pytorch_lora_weights.safetensors" || fail "diffusers from_single_file does not read the LoRA export"
+"$bin" export --format kohya-lora --lora "$tmp/lora/pytorch_lora_weights.safetensors" --out "$tmp/kohya.safetensors" \
+  > /dev/null || fail "export --format kohya-lora"
+"$py" tests/reference/check_lora_loads.py "$tmp/base" "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/kohya.safetensors" ||
+  fail "diffusers cannot load the kohya-format LoRA"
 echo "real clients read our outputs: OK ($(( $(date +%s) - t0 )) s)"

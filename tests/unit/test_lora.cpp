@@ -544,3 +544,35 @@ TEST(Lora, GenerateMergesAtLoad) {
   EXPECT_EQ(with_lora, ref);
   EXPECT_NE(with_lora, plain);
 }
+
+// export --format kohya-lora: kohya's keys (lora_unet_/lora_te_ + the module path with '_', lora_down = A,
+// lora_up = B, alpha = rank as the scale is folded into B already). diffusers reading it back as the same
+// W + B A is check_lora_loads.py with a LOADED_FILE (CI, check_outputs.sh).
+TEST(Lora, KohyaExportNames) {
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
+  const ParamRegistry ureg = mf.registry(Component::UNet), treg = mf.registry(Component::TextEncoder);
+  const ParamRegistry lu = build_lora_registry(ureg, lora_unet_targets(), 2);
+  const ParamRegistry lt = build_lora_registry(treg, lora_text_targets(), 2);
+  const Tensor up = randn({lu.total_numel()}, 15), tp = randn({lt.total_numel()}, 16);
+  const db::test::TempDir dir("kohya");
+  const std::string peft = (dir.path / "pytorch_lora_weights.safetensors").string(),
+                    kohya = (dir.path / "kohya.safetensors").string();
+  write_lora_weights(peft, lu, up, &lt, &tp, 1.f, 2.f, DType::F32);
+  EXPECT_EQ(write_kohya_lora(kohya, read_lora_weights(peft), DType::F32),
+            int((lu.params().size() + lt.params().size()) / 2));
+  const SafetensorsFile f = SafetensorsFile::open(kohya);
+  const SafeTensorInfo* down =
+      f.find("lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_down.weight");
+  ASSERT_NE(down, nullptr);
+  const ParamInfo& a = lu.at("up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_A.weight");
+  EXPECT_EQ(down->shape, a.torch_shape);
+  Tensor got = Tensor::empty(a.torch_shape);
+  f.read_f32(*down, got.f32());
+  EXPECT_EQ(std::memcmp(got.f32(), up.f32() + a.offset, got.nbytes()), 0);
+  EXPECT_NE(f.find("lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_up.weight"), nullptr);
+  const SafeTensorInfo* alpha = f.find("lora_te_text_model_encoder_layers_1_self_attn_v_proj.alpha");
+  ASSERT_NE(alpha, nullptr);
+  float av = 0;
+  f.read_f32(*alpha, &av);
+  EXPECT_EQ(av, 2.f);
+}

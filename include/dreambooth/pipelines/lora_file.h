@@ -28,4 +28,10 @@ void write_lora_weights(const std::string& path, const ParamRegistry& ureg, cons
 // Other layouts (kohya "lora_unet_...", old diffusers "lora.down") fail with a message saying so.
 LoraWeights read_lora_weights(const std::string& path);
 
+// The same adapters in kohya's key format, which AUTOMATIC1111, ComfyUI and diffusers' load_lora_weights
+// read: "lora_unet_<module path with '.' -> '_'>.lora_down.weight" (= A), ".lora_up.weight" (= B) and
+// ".alpha" (f32 scalar = rank, the scale being folded into B already), "lora_te_text_model_..." for the
+// text encoder. Returns the number of modules written.
+int write_kohya_lora(const std::string& path, const LoraWeights& w, DType dtype);
+
 }  // namespace db
