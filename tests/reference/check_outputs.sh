@@ -65,7 +65,7 @@ done
   --out "$tmp/single_lora.safetensors" > /dev/null || fail "export --lora"
 "$py" tests/reference/check_single_file.py "$tmp/single_lora.safetensors" "$tmp/base" \
   "$tmp/lora/pytorch_lora_weights.safetensors" || fail "diffusers from_single_file does not read the LoRA export"
-"$bin" export --format kohya-lora --lora "$tmp/lora/pytorch_lora_weights.safetensors" --out "$tmp/kohya.safetensors" \
+"$bin" export --format kohya-lora --dtype fp32 --lora "$tmp/lora/pytorch_lora_weights.safetensors" --out "$tmp/kohya.safetensors" \
   > /dev/null || fail "export --format kohya-lora"
 "$py" tests/reference/check_lora_loads.py "$tmp/base" "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/kohya.safetensors" ||
   fail "diffusers cannot load the kohya-format LoRA"
