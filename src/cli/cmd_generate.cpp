@@ -43,6 +43,10 @@ int run_generate(int argc, char** argv) {
       ("skip-existing", po::bool_switch(),
        "keep images already in --out (made with the same settings, per manifest.jsonl) and make only the "
        "missing ones")  //
+      ("lora", po::value<std::string>()->default_value(""),
+       "LoRA weights (pytorch_lora_weights.safetensors from 'train --lora-rank', or diffusers' PEFT-format "
+       "file) merged into the UNet / text encoder at load: W += scale * B A")                    //
+      ("lora-scale", po::value<float>()->default_value(1.f, "1.0"), "scale of the LoRA update")  //
       ("quiet", po::bool_switch(), "no progress lines");
   po::variables_map vm;
   if (!parse_command_line(
@@ -78,6 +82,10 @@ int run_generate(int argc, char** argv) {
   o.init_latents = vm["init-latents"].as<std::string>();
   o.skip_existing = vm["skip-existing"].as<bool>();
   o.progress = !vm["quiet"].as<bool>();
+  o.lora = vm["lora"].as<std::string>();
+  o.lora_scale = vm["lora-scale"].as<float>();
+  if (o.lora.empty() && !vm["lora-scale"].defaulted())
+    throw UsageError("generate: --lora-scale needs --lora");
   if (o.out_dir.empty()) throw UsageError("generate: --out must name a folder");
   check_utf8("generate", "prompt", o.prompt);
   check_utf8("generate", "negative-prompt", o.negative_prompt);

@@ -79,6 +79,15 @@ int run_train_cmd(int argc, char** argv) {
       "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
       "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
       "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs)");
+  po::options_description lora("LoRA (train adapters instead of the whole model)");
+  lora.add_options()("lora-rank", po::value(&o.lora_rank)->default_value(0, "0 (off)"),
+                     "train rank-R LoRA adapters on the UNet attention projections (to_q, to_k, to_v, "
+                     "to_out.0) with the base model frozen; writes OUT/pytorch_lora_weights.safetensors "
+                     "(diffusers load_lora_weights, generate --lora) instead of a pipeline")(
+      "lora-alpha", po::value(&o.lora_alpha)->default_value(0.f, "rank"),
+      "LoRA alpha: the adapters are scaled by alpha / rank")(
+      "lora-text-encoder",
+      "also adapt the text encoder's q_proj, k_proj, v_proj, out_proj (with --lora-rank)");
   po::options_description optim("optimizer");
   optim.add_options()("lr", po::value(&o.lr)->default_value(5e-6f, "5e-6"), "learning rate")(
       "adam-beta1", po::value(&o.adam_beta1)->default_value(0.9, "0.9"), "AdamW beta1")(
@@ -124,7 +133,7 @@ int run_train_cmd(int argc, char** argv) {
       "--num-images K --steps S --seed VSEED, where VSEED = the 'seed' in the folder's manifest.jsonl "
       "(low 53 bits of SplitMix64(--seed XOR 0x76616c6964617469), the same for every step)");
   po::options_description all("options");
-  all.add(data).add(train).add(optim).add(io).add(val);
+  all.add(data).add(train).add(lora).add(optim).add(io).add(val);
   po::variables_map vm;
   if (!parse_command_line(
           argc, argv,
@@ -150,6 +159,11 @@ int run_train_cmd(int argc, char** argv) {
   o.shard_optimizer = vm.count("shard-optimizer") > 0;
   if (!(o.bucket_mb > 0)) throw UsageError(str_cat("train: --bucket-mb must be > 0 (got ", o.bucket_mb, ")"));
   o.offset_noise = vm.count("offset-noise") > 0;
+  o.lora_text_encoder = vm.count("lora-text-encoder") > 0;
+  if (o.lora_rank < 0) throw UsageError(str_cat("train: --lora-rank must be >= 0 (got ", o.lora_rank, ")"));
+  if (o.lora_rank == 0 && (o.lora_text_encoder || !vm["lora-alpha"].defaulted()))
+    throw UsageError("train: --lora-alpha and --lora-text-encoder need --lora-rank");
+  if (o.lora_alpha < 0) throw UsageError("train: --lora-alpha must be >= 0");
   o.use_cached_latents = !vm.count("no-cached-latents");
   o.overwrite = vm.count("overwrite") > 0;
   if (o.overwrite && !o.resume.empty())
@@ -178,9 +192,9 @@ int run_train_cmd(int argc, char** argv) {
       return kExitStopped;
     }
     if (world().is_root())
-      std::printf("trained steps %lld -> %lld (%lld skipped), last loss %.6f; pipeline in %s\n",
+      std::printf("trained steps %lld -> %lld (%lld skipped), last loss %.6f; %s in %s\n",
                   (long long)r.start_step, (long long)r.end_step, (long long)r.skipped_steps, r.last_loss,
-                  r.output.c_str());
+                  o.lora_rank > 0 ? "LoRA weights" : "pipeline", r.output.c_str());
   } catch (const AgreedError& e) {  // every rank stops together: one message, no abort
     if (e.report_here) log_message(LogLevel::Error, e.what());
     return 1;

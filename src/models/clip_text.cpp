@@ -14,9 +14,10 @@ Activation clip_activation(const std::string& name) {
 }
 }  // namespace
 
-ClipTextModel::ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat)
+ClipTextModel::ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat,
+                             const AdapterSet* adapters)
     : cfg_(cfg) {
-  ParamSet p(reg, flat, "text_model.");
+  ParamSet p(reg, flat, "text_model.", adapters);
   token_embedding_ = p.get("embeddings.token_embedding.weight");
   position_embedding_ = p.get("embeddings.position_embedding.weight");
   const Activation act = clip_activation(cfg.hidden_act);

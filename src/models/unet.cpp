@@ -22,7 +22,7 @@ std::string idx(const char* base, size_t i) {
 }  // namespace
 
 UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg, const ParamRegistry& reg,
-                                           const Tensor& flat)
+                                           const Tensor& flat, const AdapterSet* adapters)
     : cfg_(cfg) {
   ErrorContext ec("unet");
   DB_CHECK(cfg.act_fn == "silu", "unsupported act_fn '", cfg.act_fn, "' (supported: silu)");
@@ -31,7 +31,7 @@ UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& cfg, const ParamReg
   DB_CHECK(cfg.time_embedding_type == "positional", "unsupported time_embedding_type '",
            cfg.time_embedding_type, "'");
   DB_CHECK(!cfg.dual_cross_attention, "dual_cross_attention is not supported");
-  ParamSet p(reg, flat);
+  ParamSet p(reg, flat, "", adapters);
   const std::vector<int>& boc = cfg.block_out_channels;
   const std::vector<int> heads = cfg.num_attention_heads.value_or(cfg.num_heads);
   const size_t n = boc.size();

@@ -475,7 +475,7 @@ GenerateResult generate_images(GenerateModels& models, const GenerateOptions& o)
 
 GenerateResult generate_images(const GenerateOptions& o) {
   validate_generate_options(o);
-  auto models = load_generate_models(o.model, o.device);
+  auto models = load_generate_models(o.model, o.device, o.lora, o.lora_scale);
   return generate_images(*models, o);
 }
 

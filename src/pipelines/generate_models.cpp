@@ -3,12 +3,14 @@
 
 #include "dreambooth/backend/device.h"
 #include "dreambooth/core/error.h"
+#include "dreambooth/core/sha256.h"
 #include "dreambooth/io/model_folder.h"
 #include "dreambooth/models/clip_text.h"
 #include "dreambooth/models/unet.h"
 #include "dreambooth/models/vae.h"
 #include "dreambooth/nn/module.h"
 #include "dreambooth/pipelines/generate.h"
+#include "dreambooth/pipelines/lora_file.h"
 
 namespace db {
 namespace {
@@ -76,14 +78,15 @@ class BackendGenerateModels : public GenerateModels {
 // the models that view them.
 class LoadedGenerateModels final : public BackendGenerateModels {
  public:
-  LoadedGenerateModels(std::unique_ptr<Ops> ops, const ModelFolder& mf, std::string fingerprint)
+  LoadedGenerateModels(std::unique_ptr<Ops> ops, const ModelFolder& mf, std::string fingerprint,
+                       const LoraWeights* lora, float lora_scale)
       : BackendGenerateModels(*ops, load_tokenizer(mf), mf.scheduler, model_info(mf, std::move(fingerprint))),
         owned_ops_(std::move(ops)),
         text_reg_(mf.registry(Component::TextEncoder)),
         unet_reg_(mf.registry(Component::UNet)),
         vae_reg_(mf.registry(Component::Vae)),
-        text_flat_(load(mf, Component::TextEncoder, text_reg_)),
-        unet_flat_(load(mf, Component::UNet, unet_reg_)),
+        text_flat_(load(mf, Component::TextEncoder, text_reg_, lora, lora_scale)),
+        unet_flat_(load(mf, Component::UNet, unet_reg_, lora, lora_scale)),
         vae_flat_(load(mf, Component::Vae, vae_reg_)),
         text_(mf.text_encoder, text_reg_, text_flat_),
         unet_(mf.unet, unet_reg_, unet_flat_),
@@ -95,8 +98,14 @@ class LoadedGenerateModels final : public BackendGenerateModels {
   const AutoencoderKL& vae() const override { return vae_; }
 
  private:
-  Tensor load(const ModelFolder& mf, Component c, const ParamRegistry& reg) {
-    const Tensor t = to_backend(ops_, mf.load(c, reg), ops_.activation_dtype());
+  Tensor load(const ModelFolder& mf, Component c, const ParamRegistry& reg, const LoraWeights* lora = nullptr,
+              float lora_scale = 1.f) {
+    Tensor host = mf.load(c, reg);
+    if (lora && c == Component::UNet && lora->unet_params.defined())
+      merge_lora(reg, host, lora->unet, lora->unet_params, lora_scale);
+    if (lora && c == Component::TextEncoder && lora->te_params.defined())
+      merge_lora(reg, host, lora->text_encoder, lora->te_params, lora_scale);
+    const Tensor t = to_backend(ops_, host, ops_.activation_dtype());
     ops_.synchronize();  // the host copy is released on return
     return t;
   }
@@ -132,11 +141,17 @@ class BorrowedGenerateModels final : public BackendGenerateModels {
 
 }  // namespace
 
-std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir,
-                                                     const std::string& device) {
+std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir, const std::string& device,
+                                                     const std::string& lora, float lora_scale) {
   std::unique_ptr<Ops> ops = make_ops(device);
   const ModelFolder mf = ModelFolder::open(model_dir);
-  return std::make_unique<LoadedGenerateModels>(std::move(ops), mf, model_fingerprint(model_dir));
+  std::string fingerprint = model_fingerprint(model_dir);
+  if (lora.empty())
+    return std::make_unique<LoadedGenerateModels>(std::move(ops), mf, fingerprint, nullptr, 1.f);
+  const LoraWeights w = read_lora_weights(lora);
+  const std::string id = str_cat(fingerprint, " lora ", sha256_file_hex(lora), " scale ", lora_scale);
+  fingerprint = sha256_hex(id.data(), id.size());
+  return std::make_unique<LoadedGenerateModels>(std::move(ops), mf, fingerprint, &w, lora_scale);
 }
 
 std::unique_ptr<GenerateModels> borrow_generate_models(Ops& ops, const ModelFolder& mf,

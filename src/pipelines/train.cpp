@@ -29,6 +29,7 @@
 #include "dreambooth/pipelines/data_loader.h"
 #include "dreambooth/pipelines/generate.h"
 #include "dreambooth/pipelines/metrics_log.h"
+#include "dreambooth/pipelines/lora_file.h"
 #include "dreambooth/pipelines/train_step.h"
 #include "train_checks.h"
 
@@ -76,17 +77,46 @@ std::vector<std::pair<std::string, Tensor>> gather_moments(Ops& ops, Communicato
   return moments;
 }
 
-// Weights (f32 masters) and AdamW moments (gather_moments: the same full file sharded or not).
+constexpr const char* kLoraWeights = "pytorch_lora_weights.safetensors";
+
+void write_lora_output(Ops& ops, const std::string& path, const TrainState& st, DType dtype) {
+  const Tensor up = to_host(ops, st.unet_lora.master);
+  const Tensor tp = st.te_lora.trained() ? to_host(ops, st.te_lora.master) : Tensor();
+  write_lora_weights(path, st.unet_lora.reg, up, st.te_lora.trained() ? &st.te_lora.reg : nullptr,
+                     st.te_lora.trained() ? &tp : nullptr, st.lora.scale(),
+                     st.lora.alpha > 0 ? st.lora.alpha : float(st.lora.rank), dtype);
+}
+
+// LoRA checkpoint: lora.safetensors = every adapter buffer's f32 master and moments (flat, registry
+// layout), plus the weights file for users; the frozen base is not copied.
+void write_lora_checkpoint(Ops& ops, const std::string& dir, const TrainState& st) {
+  std::vector<std::pair<std::string, Tensor>> t;
+  for (const auto& [name, b] :
+       {std::pair<std::string, const ModelBuffers*>{"unet", &st.unet_lora}, {"text_encoder", &st.te_lora}})
+    if (b->trained())
+      for (const auto& [suffix, x] :
+           {std::pair<const char*, const Tensor*>{".master", &b->master}, {".m", &b->m}, {".v", &b->v}})
+        t.emplace_back(name + suffix, to_host(ops, *x));
+  write_safetensors(dir + "/lora.safetensors", t, {{"adam_step", std::to_string(st.adam_step)}});
+  write_lora_output(ops, dir + "/" + kLoraWeights, st, DType::F32);
+}
+
+// Weights (f32 masters) and AdamW moments (gather_moments: the same full file sharded or not); a LoRA
+// run's checkpoint holds its adapters instead. state.json, written last, lists every file (the marker).
 void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const TrainState& st,
                       const ModelFolder& base, const std::vector<std::pair<std::string, Tensor>>& moments,
                       const nlohmann::json& state) {
   AtomicDir dir(out + "/" + checkpoint_name(step));
-  save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
+  if (st.lora_enabled()) {
+    write_lora_checkpoint(ops, dir.path(), st);
+  } else {
+    save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
                  to_host(ops, st.unet_buf.master), DType::F32);
-  save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
-                 to_host(ops, st.te_buf.master), DType::F32);
-  write_safetensors(dir.path() + "/optimizer.safetensors", moments,
-                    {{"adam_step", std::to_string(st.adam_step)}});
+    save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder),
+                   st.te_buf.reg, to_host(ops, st.te_buf.master), DType::F32);
+    write_safetensors(dir.path() + "/optimizer.safetensors", moments,
+                      {{"adam_step", std::to_string(st.adam_step)}});
+  }
   nlohmann::json marker = state;
   marker["files"] = nlohmann::json::object();  // what a complete checkpoint holds (checkpoint_dir.h)
   for (const auto& [rel, size] : checkpoint_files(dir.path())) marker["files"][rel] = size;
@@ -119,6 +149,18 @@ void upload_weights(Ops& ops, const std::string& dir, Component c, ModelBuffers&
 }
 
 void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
+  if (st.lora_enabled()) {
+    const SafetensorsFile f = SafetensorsFile::open(ckpt + "/lora.safetensors");
+    for (const auto& [name, b] :
+         {std::pair<std::string, ModelBuffers*>{"unet", &st.unet_lora}, {"text_encoder", &st.te_lora}})
+      if (b->trained()) {
+        read_flat(ops, f, name + ".master", *b, b->master);
+        read_flat(ops, f, name + ".m", *b, b->m);
+        read_flat(ops, f, name + ".v", *b, b->v);
+        b->refresh_working(ops);
+      }
+    return;
+  }
   upload_weights(ops, ckpt + "/unet", Component::UNet, st.unet_buf);
   upload_weights(ops, ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
   const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
@@ -188,7 +230,10 @@ nlohmann::json key_options(const TrainOptions& o) {
           {"snr_gamma", shortest(o.snr_gamma)},
           {"offset_noise", o.offset_noise},
           {"train_text_encoder", o.train_text_encoder},
-          {"use_cached_latents", o.use_cached_latents}};
+          {"use_cached_latents", o.use_cached_latents},
+          {"lora_rank", o.lora_rank},
+          {"lora_alpha", o.lora_alpha},
+          {"lora_text_encoder", o.lora_text_encoder}};
 }
 
 struct RunIdentity {
@@ -353,10 +398,31 @@ TrainResult run_train(const TrainOptions& o) {
   const CudaBackend* cb = linked_cuda_backend ? linked_cuda_backend() : nullptr;
   const std::unique_ptr<Communicator> comm =
       make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
-  TrainState st = TrainState::load(*ops, base, o.train_text_encoder);
+  const bool lora = o.lora_rank > 0;
+  if (lora && o.shard_optimizer)
+    throw UsageError("train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
+                     "are small, train them without it");
+  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora);
   if (w.size > 1 && w.is_root())
     log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
-  if (o.shard_optimizer && w.size > 1) {
+  if (lora) {
+    DB_CHECK(o.lora_alpha >= 0 && std::isfinite(o.lora_alpha), "train: --lora-alpha must be >= 0");
+    st.enable_lora(*ops, LoraOptions{o.lora_rank, o.lora_alpha, o.lora_text_encoder}, o.seed);
+    // What full fine-tuning would hold beyond the weights: f32 gradients + 2 AdamW moments per parameter.
+    const int64_t full = st.unet_buf.reg.param_count() +
+                         (o.lora_text_encoder || o.train_text_encoder ? st.te_buf.reg.param_count() : 0);
+    int64_t adapters = 0;
+    for (const ModelBuffers* b : st.trained_buffers()) adapters += b->reg.param_count();
+    if (w.is_root())
+      log_info("train: LoRA rank ", o.lora_rank, ", alpha ",
+               o.lora_alpha > 0 ? o.lora_alpha : float(o.lora_rank), ", ",
+               st.unet_lora.reg.params().size() / 2, " UNet",
+               o.lora_text_encoder ? str_cat(" + ", st.te_lora.reg.params().size() / 2, " text-encoder") : "",
+               " projections: ", adapters, " trained parameters (", 100.0 * double(adapters) / double(full),
+               "% of ", full, "); gradients + AdamW moments ", double(adapters) * 12 / (1 << 20),
+               " MB instead of ", double(full) * 12 / (1 << 20), " MB (",
+               double(full - adapters) * 12 / (1 << 20), " MB saved)");
+  } else if (o.shard_optimizer && w.size > 1) {
     const int64_t saved = st.shard_optimizer(*ops, w.rank, w.size);
     if (w.is_root())
       log_info("train: --shard-optimizer: AdamW moments split over ", w.size, " ranks, ",
@@ -430,7 +496,7 @@ TrainResult run_train(const TrainOptions& o) {
   StepOptions so;
   so.prior_loss_weight = o.prior_loss_weight;
   so.snr_gamma = o.snr_gamma;
-  so.train_text_encoder = o.train_text_encoder;
+  so.train_text_encoder = lora ? o.lora_text_encoder : o.train_text_encoder;
   so.gradient_checkpointing = o.gradient_checkpointing;
   so.max_grad_norm = o.max_grad_norm;
   so.adam = AdamWConfig{o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay};
@@ -638,8 +704,13 @@ TrainResult run_train(const TrainOptions& o) {
     }
   }
   res.end_step = step;
-  if (w.is_root()) {
-    metrics.sync();
+  if (w.is_root()) metrics.sync();
+  if (w.is_root() && lora) {
+    write_lora_output(*ops, o.out + "/" + kLoraWeights, st, save_dtype);
+    res.output = o.out + "/" + kLoraWeights;
+    log_info("train: wrote the LoRA weights to ", res.output, " (", hms(now_s() - t_start), " total, ",
+             res.skipped_steps, " steps skipped)");
+  } else if (w.is_root()) {
     write_pipeline(*ops, o.out, st, base, save_dtype);
     log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");

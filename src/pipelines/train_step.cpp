@@ -83,34 +83,63 @@ int64_t TrainState::shard_optimizer(Ops& ops, int rank, int size) {
 }
 
 void TrainState::bind() {
-  unet = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.working);
-  unet_grad = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.grad);
-  te = std::make_unique<ClipTextModel>(te_cfg, te_buf.reg, te_buf.working);
+  const AdapterSet ua{&unet_lora.reg, unet_lora.working, unet_lora.grad, lora.rank ? lora.scale() : 1.f};
+  const AdapterSet ta{&te_lora.reg, te_lora.working, te_lora.grad, lora.rank ? lora.scale() : 1.f};
+  unet = std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.working,
+                                                unet_lora.master.defined() ? &ua : nullptr);
+  unet_grad = unet_buf.trained()
+                  ? std::make_unique<UNet2DConditionModel>(unet_cfg, unet_buf.reg, unet_buf.grad)
+                  : nullptr;
+  te = std::make_unique<ClipTextModel>(te_cfg, te_buf.reg, te_buf.working,
+                                       te_lora.master.defined() ? &ta : nullptr);
   te_grad = te_buf.trained() ? std::make_unique<ClipTextModel>(te_cfg, te_buf.reg, te_buf.grad) : nullptr;
+}
+
+void TrainState::enable_lora(Ops& ops, const LoraOptions& lo, uint64_t seed) {
+  DB_CHECK(lo.rank >= 1, "LoRA: rank must be >= 1 (got ", lo.rank, ")");
+  DB_CHECK(lo.alpha >= 0, "LoRA: alpha must be >= 0 (got ", lo.alpha, ")");
+  lora = lo;
+  for (ModelBuffers* b : {&unet_buf, &te_buf}) b->grad = b->m = b->v = Tensor();
+  ParamRegistry ur = build_lora_registry(unet_buf.reg, lora_unet_targets(), lo.rank);
+  const Tensor up = init_lora_params(ur, seed, 0);
+  unet_lora = ModelBuffers::create(ops, std::move(ur), up, true);
+  te_lora = ModelBuffers();
+  if (lo.text_encoder) {
+    ParamRegistry tr = build_lora_registry(te_buf.reg, lora_text_targets(), lo.rank);
+    const Tensor tp = init_lora_params(tr, seed, 1);
+    te_lora = ModelBuffers::create(ops, std::move(tr), tp, true);
+  }
+  bind();
+}
+
+std::vector<ModelBuffers*> TrainState::trained_buffers() {
+  std::vector<ModelBuffers*> out;
+  for (ModelBuffers* b : {&unet_buf, &te_buf, &unet_lora, &te_lora})
+    if (b->trained()) out.push_back(b);
+  return out;
 }
 
 TrainState TrainState::from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                             const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                            bool train_text_encoder) {
+                            bool train_text_encoder, bool train_unet) {
   TrainState s;
   s.unet_cfg = uc;
   s.te_cfg = tc;
-  s.unet_buf = ModelBuffers::create(ops, ureg, up, true);
+  s.unet_buf = ModelBuffers::create(ops, ureg, up, train_unet);
   s.te_buf = ModelBuffers::create(ops, treg, tp, train_text_encoder);
   s.bind();
   return s;
 }
 
-TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder) {
+TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet) {
   ParamRegistry ureg = folder.registry(Component::UNet), treg = folder.registry(Component::TextEncoder);
   const Tensor up = folder.load(Component::UNet, ureg);
   const Tensor tp = folder.load(Component::TextEncoder, treg);
-  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder);
+  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder, train_unet);
 }
 
 void TrainState::zero_grads(Ops& ops) {
-  for (ModelBuffers* b : {&unet_buf, &te_buf})
-    if (b->trained()) ops.fill(b->grad, 0.f);
+  for (ModelBuffers* b : trained_buffers()) ops.fill(b->grad, 0.f);
 }
 
 void prepare_targets(const NoiseSchedule& sched, MicroBatch& mb) {
@@ -157,9 +186,12 @@ TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
     auto shard = [](const ModelBuffers& b) { return b.sharded() ? &b.shard : nullptr; };
-    reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
+    if (st.unet_buf.trained()) reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
     if (st.te_buf.trained())
       reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
+    // LoRA: the adapters' gradients are small; finish() reduces them in one go (nothing announced).
+    if (st.unet_lora.trained()) reducer_->attach("unet_lora", st.unet_lora.reg, st.unet_lora.grad);
+    if (st.te_lora.trained()) reducer_->attach("text_encoder_lora", st.te_lora.reg, st.te_lora.grad);
   }
   for (const ModelBuffers* b : {&st.unet_buf, &st.te_buf})
     DB_CHECK(!b->sharded() || (comm_ && b->shard.ranks() == comm_->size()),
@@ -187,7 +219,7 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   const Tensor t_dev = to_backend(ops, tf), ids = to_backend(ops, mb.ids);
   const Tensor noisy = to_backend(ops, mb.noisy, act), target = to_backend(ops, mb.target, DType::F32);
 
-  const bool train_te = opt_.train_text_encoder && st_.te_grad;
+  const bool train_te = opt_.train_text_encoder && st_.te_trained();
   ClipTextModel::Saved ts;
   ts.gradient_checkpointing = opt_.gradient_checkpointing;
   Tensor ehs = st_.te->forward(ctx_, ids, train_te ? &ts : nullptr);
@@ -205,7 +237,7 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   // The last micro-batch's backward announces finished blocks to the reducer.
   Ctx bctx{ops};
   auto announce = [&](const char* model) {
-    if (last && reducer_)
+    if (last && reducer_ && !st_.lora_enabled())
       bctx.grads_ready = [this, model](const std::string& p) { reducer_->ready(model, p); };
   };
   announce("unet");
@@ -238,18 +270,20 @@ void TrainStep::update(int64_t step) {
   }
   if (comm_) comm_->allreduce_sum(check_);
 
-  sumsq_ = ops.empty({2}, DType::F64);
+  const std::vector<ModelBuffers*> models = st_.trained_buffers();
+  sumsq_ = ops.empty({int64_t(std::max<size_t>(models.size(), 1))}, DType::F64);
   ops.fill(sumsq_, 0.f);
-  ModelBuffers* models[2] = {&st_.unet_buf, &st_.te_buf};
+  // Sharded buffers contribute the sums of squares of their owned ranges on every rank, summed over the
+  // ranks; an unsharded buffer beside them contributes from rank 0 only, so the sum counts it once.
   bool sharded = false;
-  for (int i = 0; i < 2; ++i)
-    if (models[i]->trained()) {
-      ModelBuffers& b = *models[i];
-      Tensor out = sumsq_.slice(i, i + 1);
-      sharded = sharded || b.sharded();
-      if (b.own_end > b.own_begin) ops.sum_of_squares(flat(b.grad).slice(b.own_begin, b.own_end), out);
-    }
-  if (sharded) comm_->allreduce_sum(sumsq_);  // the global norm from the owned ranges
+  for (const ModelBuffers* b : models) sharded = sharded || b->sharded();
+  for (size_t i = 0; i < models.size(); ++i) {
+    const ModelBuffers& b = *models[i];
+    Tensor out = sumsq_.slice(int64_t(i), int64_t(i) + 1);
+    if (sharded && !b.sharded() && comm_->rank() != 0) continue;  // stays 0
+    if (b.own_end > b.own_begin) ops.sum_of_squares(flat(b.grad).slice(b.own_begin, b.own_end), out);
+  }
+  if (sharded) comm_->allreduce_sum(sumsq_);  // the global norm
   coef_ = ops.empty({2}, DType::F32);
   ops.clip_and_check(sumsq_, check_, opt_.max_grad_norm, coef_);
 
@@ -262,14 +296,14 @@ void TrainStep::update(int64_t step) {
   p.weight_decay = opt_.adam.weight_decay;
   p.step = st_.adam_step + 1;
   for (ModelBuffers* b : models)
-    if (b->trained() && b->sharded()) {
+    if (b->sharded()) {
       if (b->own_end > b->own_begin) {
         Tensor master = flat(b->master).slice(b->own_begin, b->own_end);
         ops.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v, nullptr, p, coef_);
       }
       comm_->all_gather(b->master, b->shard.counts());
       b->refresh_working(ops);
-    } else if (b->trained()) {
+    } else {
       Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
       ops.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef_);
     }
@@ -297,13 +331,15 @@ LossParts TrainStep::losses() {
 
 StepResult TrainStep::finish() {
   DB_CHECK(updated_, "train step: finish before update");
-  double sumsq[2];
+  std::vector<double> sumsq(size_t(sumsq_.numel()));
   float coef[2];
-  ctx_.ops.download(sumsq_, sumsq);
+  ctx_.ops.download(sumsq_, sumsq.data());
   ctx_.ops.download(coef_, coef);
   StepResult r;
   r.loss = losses();  // synchronises: one wait for everything downloaded
-  r.update.grad_norm = std::sqrt(sumsq[0] + sumsq[1]);
+  double total = 0;
+  for (const double x : sumsq) total += x;
+  r.update.grad_norm = std::sqrt(total);
   r.update.lr = lr_;
   r.update.clip_coef = coef[0];
   r.update.applied = coef[1] != 0.f;

@@ -8,7 +8,13 @@
 #      `mpirun -np 2` as two rank shards: check_shard.py (h5py, schema v1 of docs/DATA_FORMAT.md);
 #   3. train 4 steps on them (checkpoint at step 2, prior preservation, text encoder trained):
 #      check_pipeline_loads.py on the output, and the same on checkpoint-2 made whole with the base's
-#      vae/, tokenizer/, scheduler/ and model_index.json (a checkpoint holds the trained parts only).
+#      vae/, tokenizer/, scheduler/ and model_index.json (a checkpoint holds the trained parts only);
+#   4. train --lora-rank 4 --lora-alpha 8 --lora-text-encoder 3 steps: check_lora_loads.py (diffusers'
+#      load_lora_weights + fuse_lora give W + B A for every adapter of pytorch_lora_weights.safetensors,
+#      2 denoising steps) on the output and on checkpoint-2's copy;
+#   5. export --format single-file (fp16 of the trained pipeline; fp32 of the base with that LoRA merged):
+#      check_single_file.py (from_single_file(FILE, config=DIR) holds every tensor of the folder);
+#   6. export --format kohya-lora of the LoRA output: check_lora_loads.py loads it and gets the same W + B A.
 # Usage: tests/reference/check_outputs.sh BUILD_DIR PYTHON   (PYTHON: the reference venv's python)
 set -uo pipefail
 build=$1 py=$2
@@ -45,4 +51,22 @@ ckpt=$tmp/out/checkpoint-2
 [ -d "$ckpt/unet" ] && [ -d "$ckpt/text_encoder" ] || fail "no checkpoint-2 with unet/ and text_encoder/"
 for part in vae tokenizer scheduler model_index.json; do cp -r "$tmp/base/$part" "$ckpt/"; done
 "$py" tests/reference/check_pipeline_loads.py "$ckpt" || fail "diffusers cannot load checkpoint-2's weights"
+"$bin" train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tmp/class-0000?-of-00002.h5" \
+  --out "$tmp/lora" --max-steps 3 --lr 1e-2 --seed 5 --checkpoint-every 2 --lora-rank 4 --lora-alpha 8 \
+  --lora-text-encoder --progress-seconds 0 2> "$tmp/lora.log" || { cat "$tmp/lora.log"; fail "train --lora-rank"; }
+for f in "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/lora/checkpoint-2/pytorch_lora_weights.safetensors"; do
+  "$py" tests/reference/check_lora_loads.py "$tmp/base" "$f" || fail "diffusers cannot load $f"
+done
+"$bin" export --model "$tmp/out" --format single-file --out "$tmp/single.safetensors" > /dev/null ||
+  fail "export --format single-file"
+"$py" tests/reference/check_single_file.py "$tmp/single.safetensors" "$tmp/out" ||
+  fail "diffusers from_single_file does not read the export"
+"$bin" export --model "$tmp/base" --format single-file --dtype fp32 --lora "$tmp/lora/pytorch_lora_weights.safetensors" \
+  --out "$tmp/single_lora.safetensors" > /dev/null || fail "export --lora"
+"$py" tests/reference/check_single_file.py "$tmp/single_lora.safetensors" "$tmp/base" \
+  "$tmp/lora/pytorch_lora_weights.safetensors" || fail "diffusers from_single_file does not read the LoRA export"
+"$bin" export --format kohya-lora --dtype fp32 --lora "$tmp/lora/pytorch_lora_weights.safetensors" --out "$tmp/kohya.safetensors" \
+  > /dev/null || fail "export --format kohya-lora"
+"$py" tests/reference/check_lora_loads.py "$tmp/base" "$tmp/lora/pytorch_lora_weights.safetensors" "$tmp/kohya.safetensors" ||
+  fail "diffusers cannot load the kohya-format LoRA"
 echo "real clients read our outputs: OK ($(( $(date +%s) - t0 )) s)"

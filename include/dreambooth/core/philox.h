@@ -22,6 +22,7 @@ enum class RngPurpose : uint32_t {
   Sampler = 6,       // initial latents / ancestral noise when generating
   Crop = 7,          // random crops in prepare
   OffsetNoise = 8,   // per-channel offset noise
+  LoraInit = 9,      // LoRA adapter init (nn/lora.h)
 };
 
 using PhiloxBlock = std::array<uint32_t, 4>;

@@ -13,7 +13,9 @@ namespace db {
 
 class ClipTextModel {
  public:
-  ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
+  // adapters: LoRA adapters (nn/lora.h), null: none.
+  ClipTextModel(const ClipTextConfig& cfg, const ParamRegistry& reg, const Tensor& flat,
+                const AdapterSet* adapters = nullptr);
   const ClipTextConfig& config() const { return cfg_; }
 
   // Training (nn/module.h): forward with a Saved keeps what backward reads. Gradient checkpointing

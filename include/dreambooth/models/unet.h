@@ -34,7 +34,9 @@ struct UNetBlock {
 
 class UNet2DConditionModel {
  public:
-  UNet2DConditionModel(const UNetConfig& cfg, const ParamRegistry& reg, const Tensor& flat);
+  // adapters: LoRA adapters on the listed Linears (nn/lora.h), null: none.
+  UNet2DConditionModel(const UNetConfig& cfg, const ParamRegistry& reg, const Tensor& flat,
+                       const AdapterSet* adapters = nullptr);
   const UNetConfig& config() const { return cfg_; }
 
   // Training (nn/module.h): forward with a Saved keeps what backward reads.

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "dreambooth/backend/ops.h"
+#include "dreambooth/nn/lora.h"
 #include "dreambooth/nn/param_registry.h"
 
 namespace db {
@@ -37,19 +38,26 @@ struct Ctx {
 
 class ParamSet {
  public:
-  ParamSet(const ParamRegistry& reg, const Tensor& flat, std::string prefix = "")
-      : reg_(&reg), flat_(flat), prefix_(std::move(prefix)) {}
+  // adapters (may be null): LoRA adapters under the same names, bound by Linear (nn/lora.h); must outlive
+  // the model's construction only.
+  ParamSet(const ParamRegistry& reg, const Tensor& flat, std::string prefix = "",
+           const AdapterSet* adapters = nullptr)
+      : reg_(&reg), flat_(flat), prefix_(std::move(prefix)), adapters_(adapters) {}
   // "a.b." + "c" -> a view of prefix "a.b.c."
-  ParamSet sub(const std::string& name) const { return ParamSet(*reg_, flat_, prefix_ + name + "."); }
+  ParamSet sub(const std::string& name) const {
+    return ParamSet(*reg_, flat_, prefix_ + name + ".", adapters_);
+  }
   bool has(const std::string& name) const { return reg_->find(prefix_ + name) != nullptr; }
   Tensor get(const std::string& name) const { return reg_->view(flat_, prefix_ + name); }  // throws if absent
   Tensor get_optional(const std::string& name) const { return has(name) ? get(name) : Tensor(); }
   const std::string& prefix() const { return prefix_; }
+  const AdapterSet* adapters() const { return adapters_; }
 
  private:
   const ParamRegistry* reg_;
   Tensor flat_;
   std::string prefix_;
+  const AdapterSet* adapters_ = nullptr;
 };
 
 }  // namespace db

@@ -88,8 +88,12 @@ class GenerateModels {
 };
 
 // Loads a diffusers model folder for generation on a backend: `device` as make_ops (backend/device.h).
+// lora (optional): a LoRA weights file (pipelines/lora_file.h) merged into the weights at load, W +=
+// lora_scale
+// * B A (host f32, before the upload); the fingerprint then also covers the file and the scale.
 std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_dir,
-                                                     const std::string& device = "auto");
+                                                     const std::string& device = "auto",
+                                                     const std::string& lora = "", float lora_scale = 1.f);
 
 // Generation with networks that are already in memory (the trainer's validation images): the models
 // are borrowed, not copied, and must outlive the returned object; their parameters are read at each
@@ -113,6 +117,8 @@ std::string model_fingerprint(const std::string& model_dir);
 struct GenerateOptions {
   std::string model;            // model folder (for the manifest and load_generate_models)
   std::string device = "auto";  // backend for load_generate_models (backend/device.h make_ops)
+  std::string lora;             // LoRA weights file merged at load ("" = none)
+  float lora_scale = 1.f;       // multiplies the LoRA update
   std::string prompt;
   std::string negative_prompt;  // "" = diffusers' default unconditional prompt
   int num_images = 1;

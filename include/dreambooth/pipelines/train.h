@@ -35,6 +35,11 @@
 // TrainResult::stopped (the CLI exits kExitStopped = 3). A signal during the last step lets the run
 // finish normally (exit 0). Collectives are bounded by --collective-timeout (dist/world.h).
 //
+// LoRA (--lora-rank R): OUT/pytorch_lora_weights.safetensors (pipelines/lora_file.h, --save-dtype) is
+// the output, loadable by StableDiffusionPipeline.load_lora_weights(OUT) and `generate --lora`; a
+// checkpoint holds lora.safetensors (the adapters' f32 masters and AdamW moments, flat) and that same
+// weights file, no copy of the frozen base. Resume needs the same rank, alpha and targets.
+//
 // Validation images (--validation-prompt P --validation-every N): after every N-th optimizer step and
 // after the last one, rank 0 runs the generate pipeline (pipelines/generate.h) on the CURRENT in-memory
 // UNet and text encoder and the frozen base VAE, with the model's default scheduler, guidance 7.5,
@@ -81,6 +86,13 @@ struct TrainOptions {
   bool offset_noise = false;
   bool train_text_encoder = true;
   bool gradient_checkpointing = false;  // StepOptions::gradient_checkpointing
+  // LoRA DreamBooth (TrainState::enable_lora): rank 0 = full fine-tuning. With a rank, the base models are
+  // frozen, train_text_encoder is ignored (lora_text_encoder adds text-encoder adapters), checkpoints hold
+  // the adapters and their moments, and OUT gets pytorch_lora_weights.safetensors (pipelines/lora_file.h)
+  // instead of a pipeline.
+  int lora_rank = 0;
+  float lora_alpha = 0.f;  // 0: = rank
+  bool lora_text_encoder = false;
   int gradient_accumulation_steps = 1;
   bool shard_optimizer = false;  // ZeRO-1 over the ranks (ModelBuffers::shard_optimizer)
   double bucket_mb = 25;         // gradient reduction bucket (GradientReducer), MiB

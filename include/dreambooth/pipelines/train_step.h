@@ -87,24 +87,47 @@ struct ModelBuffers {
   void refresh_working(Ops& ops);
 };
 
+// LoRA DreamBooth (nn/lora.h): adapters of `rank` on the UNet's attention projections (and the text
+// encoder's with `text_encoder`), scale alpha / rank (alpha 0: alpha = rank, as diffusers' script).
+struct LoraOptions {
+  int rank = 0;  // 0: off (full fine-tuning)
+  float alpha = 0.f;
+  bool text_encoder = false;
+  float scale() const { return (alpha > 0 ? alpha : float(rank)) / float(rank); }
+};
+
 // The trained models: their buffers, and the models built as views over them.
 struct TrainState {
   UNetConfig unet_cfg;
   ClipTextConfig te_cfg;
   ModelBuffers unet_buf, te_buf;  // te_buf has no gradients or moments when the encoder is frozen
-  int64_t adam_step = 0;          // optimizer updates applied so far (AdamW bias correction)
+  // LoRA: the adapters' buffers (te_lora empty without text-encoder adapters); unet_buf and te_buf are
+  // then frozen (no gradients or moments) and the optimizer sees these only.
+  ModelBuffers unet_lora, te_lora;
+  LoraOptions lora;
+  int64_t adam_step = 0;  // optimizer updates applied so far (AdamW bias correction)
 
   std::unique_ptr<UNet2DConditionModel> unet, unet_grad;
   std::unique_ptr<ClipTextModel> te, te_grad;  // te_grad null when frozen
 
   // Builds the models over the buffers (call after replacing a buffer object).
   void bind();
+  // Switches to LoRA training: frees the base models' gradients and moments, and adds adapters
+  // initialised as PEFT does (init_lora_params, streams 0 = UNet, 1 = text encoder, under `seed`).
+  void enable_lora(Ops& ops, const LoraOptions& lo, uint64_t seed);
+  bool lora_enabled() const { return lora.rank > 0; }
+  bool te_trained() const { return te_buf.trained() || te_lora.trained(); }
+  // The optimised buffers, in backward order of the models (UNet first): the base models' when fully
+  // fine-tuned, the adapters' under LoRA.
+  std::vector<ModelBuffers*> trained_buffers();
   // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
-  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder);
+  // train_unet false: no UNet gradient or moment buffers either (LoRA: enable_lora next).
+  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder,
+                         bool train_unet = true);
   // From configs and host parameter buffers (tests).
   static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                         bool train_text_encoder);
+                         bool train_text_encoder, bool train_unet = true);
   void zero_grads(Ops& ops);
   // ZeRO-1 over `size` ranks for every trained model; returns the bytes saved on this rank.
   int64_t shard_optimizer(Ops& ops, int rank, int size);
