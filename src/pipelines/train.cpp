@@ -111,7 +111,7 @@ void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const Trai
     write_lora_checkpoint(ops, dir.path(), st);
   } else {
     save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
-                 to_host(ops, st.unet_buf.master), DType::F32);
+                   to_host(ops, st.unet_buf.master), DType::F32);
     save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder),
                    st.te_buf.reg, to_host(ops, st.te_buf.master), DType::F32);
     write_safetensors(dir.path() + "/optimizer.safetensors", moments,
@@ -400,8 +400,9 @@ TrainResult run_train(const TrainOptions& o) {
       make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
   const bool lora = o.lora_rank > 0;
   if (lora && o.shard_optimizer)
-    throw UsageError("train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
-                     "are small, train them without it");
+    throw UsageError(
+        "train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
+        "are small, train them without it");
   TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora);
   if (w.size > 1 && w.is_root())
     log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");

@@ -186,7 +186,8 @@ TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
     auto shard = [](const ModelBuffers& b) { return b.sharded() ? &b.shard : nullptr; };
-    if (st.unet_buf.trained()) reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
+    if (st.unet_buf.trained())
+      reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
     if (st.te_buf.trained())
       reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
     // LoRA: the adapters' gradients are small; finish() reduces them in one go (nothing announced).

@@ -12,11 +12,18 @@
 # from this machine's CUDA toolkit, bind-mounted read-only at /opt/cuda-libs (DB_CUDA_LIB_DIRS).
 #
 #   tests/bundle/test_bundle_closure.sh [BUILD_DIR]      (root; needs debootstrap; CI runs it, make test not)
+#   tests/bundle/test_bundle_closure.sh --prepare-root   (only make the cached root: CI starts it early,
+#                                                         in the background, while it builds)
 #
 # The root is cached in $DB_BUNDLE_ROOT (default /var/cache/dreambooth/root-bookworm): the first run
 # downloads ~40 MB of packages (~3 min), later runs reuse it (~1 min in all).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+prepare_only=0
+if [[ "${1:-}" == --prepare-root ]]; then
+  prepare_only=1
+  shift
+fi
 BUILD="${1:-build}"
 BUNDLE="$BUILD/bundle"
 ROOT="${DB_BUNDLE_ROOT:-/var/cache/dreambooth/root-bookworm}"
@@ -29,7 +36,7 @@ fail() {
 }
 
 [[ $(id -u) == 0 ]] || fail "needs root (debootstrap, chroot, mount)"
-[[ -x "$BUNDLE/run" ]] || fail "$BUNDLE/run missing: make bundle first"
+[[ $prepare_only == 1 || -x "$BUNDLE/run" ]] || fail "$BUNDLE/run missing: make bundle first"
 command -v debootstrap >/dev/null || fail "debootstrap missing (apt-get install debootstrap)"
 
 if [[ ! -x "$ROOT/bin/bash" ]]; then
@@ -43,6 +50,7 @@ if [[ ! -x "$ROOT/bin/bash" ]]; then
     { tail -20 "$ROOT.log"; fail "debootstrap"; }
   mv "$ROOT.tmp" "$ROOT"
 fi
+[[ $prepare_only == 1 ]] && { say "root ready: $ROOT"; exit 0; }
 
 mounts=()
 cleanup() {
