@@ -123,6 +123,10 @@ if [[ -x "$B/bin/bench_kernels" ]]; then
 else
   printf 'bench_kernels\tskipped (not in this bundle)\t-\t0\n' >>"$RECORDS"
 fi
+# PyTorch's SDPA at the same attention shapes (bench_kernels' attention rows beside it).
+attn_torch() { PYTHONUNBUFFERED=1 "$PY" "$REPO/bench/attention_torch.py" "$@"; }
+export -f attn_torch
+part attention_torch 60 attn_torch --device cuda --json "$WORK/attention_torch.json"
 
 # ---- summary ----------------------------------------------------------------------------------------------
 TOTAL=$(($(date +%s) - START))

@@ -15,7 +15,8 @@
 #                  cuBLAS(Lt), cuDNN, NCCL: from the PyTorch environment; cudart is linked statically)
 #   mpi/           Open MPI's components and help texts at its install layout (OPAL_PREFIX=mpi/usr)
 #   repo/          what the tests and scripts read relative to the repository root: tests/golden,
-#                  tests/fixtures, src/models/presets, jobs/gpu_check.sh, bench/step_torch.py
+#                  tests/fixtures, src/models/presets, jobs/gpu_check.sh, bench/step_torch.py,
+#                  bench/attention_torch.py
 #                  (bundle.tar.xz leaves tests/ out: see below)
 #   wheels/        diffusers and its pure-python dependencies missing from a PyTorch environment
 #   MANIFEST       versions, sizes, glibc needed, CUDA sonames expected
@@ -91,7 +92,7 @@ mkdir -p "$OUT/repo/tests" "$OUT/repo/src/models" "$OUT/repo/jobs" "$OUT/repo/be
 cp -r tests/golden tests/fixtures "$OUT/repo/tests/"
 cp -r src/models/presets "$OUT/repo/src/models/"
 cp jobs/gpu_check.sh "$OUT/repo/jobs/"
-cp bench/step_torch.py "$OUT/repo/bench/"
+cp bench/step_torch.py bench/attention_torch.py "$OUT/repo/bench/"
 cp jobs/bundle_run.sh "$OUT/run"
 chmod +x "$OUT/run" "$OUT/repo/jobs/gpu_check.sh"
 
