@@ -124,8 +124,7 @@ StepOptions step_options(bool checkpointing) {
 
 StepResult one_step(Ops& ops, TrainState& st, const Model& m, const MicroBatch& mb, bool ckpt, int64_t step) {
   Ctx ctx{ops};
-  const StepOptions so = step_options(ckpt);  // TrainStep keeps a reference
-  TrainStep ts(ctx, st, m.sched, so);
+  TrainStep ts(ctx, st, m.sched, step_options(ckpt));
   ts.micro_batch(mb);
   ts.update(step);
   return ts.finish();

@@ -195,7 +195,7 @@ class TrainStep {
   Ctx& ctx_;
   TrainState& st_;
   const NoiseSchedule& sched_;
-  const StepOptions& opt_;
+  const StepOptions opt_;  // a copy: callers pass temporaries
   Communicator* comm_;
   std::unique_ptr<GradientReducer> reducer_;
   std::vector<MicroBatch> mbs_;  // host side, for combine_losses
