@@ -16,16 +16,7 @@ bin="$1/dreambooth"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_signal.XXXXXX")
 trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
-# mpirun_under PID: the mpirun process at or below PID (a subshell and `timeout` may sit in between).
-mpirun_under() {
-  local p=$1
-  for _ in 1 2 3 4; do
-    [ "$(ps -o comm= -p "$p")" = mpirun ] && { echo "$p"; return; }
-    p=$(ps -o pid= --ppid "$p" | head -n 1 | tr -d ' ')
-    [ -n "$p" ] || break
-  done
-  fail "no mpirun below process $1"
-}
+source tests/mpi/mpirun_under.bash
 np2() {
   timeout 60 mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
     -x OPENBLAS_NUM_THREADS -x OPENBLAS_CORETYPE -np 2 "$@"

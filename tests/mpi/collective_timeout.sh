@@ -11,16 +11,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/db_coll_timeout.XXXXXX")
 stopped=""
 trap '[ -n "$stopped" ] && kill -KILL "$stopped" 2> /dev/null; [ -n "${KEEP_TMP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
-# mpirun_under PID: the mpirun process at or below PID (a subshell and `timeout` may sit in between).
-mpirun_under() {
-  local p=$1
-  for _ in 1 2 3 4; do
-    [ "$(ps -o comm= -p "$p")" = mpirun ] && { echo "$p"; return; }
-    p=$(ps -o pid= --ppid "$p" | head -n 1 | tr -d ' ')
-    [ -n "$p" ] || break
-  done
-  fail "no mpirun below process $1"
-}
+source tests/mpi/mpirun_under.bash
 
 "$bin" init-model --preset sd1-tiny --seed 0 --out "$tmp/base" > /dev/null || fail "init-model"
 "$bin" prepare --images jobs/data/dog --prompt "photo of unqtkn dog" --model "$tmp/base" \

@@ -30,6 +30,7 @@
 #include "dreambooth/pipelines/train.h"
 #include "dreambooth/pipelines/train_step.h"
 #include "test_helpers.h"
+#include "train_harness.h"
 #include "train_test_data.h"
 
 using namespace db;
@@ -76,15 +77,8 @@ struct GoldenBatch {
 };
 GoldenBatch golden_batch() {
   GoldenBatch g;
-  const Golden tr("sd1-tiny/train.safetensors");
   g.mf = std::make_unique<ModelFolder>(ModelFolder::open(golden_path("sd1-tiny/model")));
-  g.mb.latents = nchw_to_nhwc(tr["train.latents"]);
-  g.mb.noise = nchw_to_nhwc(tr["train.noise"]);
-  const Tensor t64 = tr["train.timesteps"];
-  for (int64_t i = 0; i < t64.numel(); ++i) g.mb.timesteps.push_back(int(t64.data<int64_t>()[i]));
-  g.mb.ids = tr["train.input_ids"];
-  g.mb.pairs = 1;
-  g.mb.prior = true;
+  g.mb = db::test::harness_batch(Golden("sd1-tiny/train.safetensors"));
   return g;
 }
 
