@@ -50,10 +50,7 @@ TrainRun three_steps(Ops& ops, const std::string& preset, bool checkpointing) {
   StepOptions opt = test::harness_step_options();
   opt.gradient_checkpointing = checkpointing;
   for (int step = 0; step < 3; ++step) {
-    TrainStep ts(ctx, st, sched, opt);
-    ts.micro_batch(mb);
-    ts.update(step);
-    r.steps.push_back(ts.finish());
+    r.steps.push_back(test::one_step(ctx, st, sched, mb, opt, step));
   }
   r.unet3 = to_host(ops, st.unet_buf.master).clone();
   r.te3 = to_host(ops, st.te_buf.master).clone();

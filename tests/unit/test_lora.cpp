@@ -33,6 +33,8 @@
 #include "train_harness.h"
 #include "train_test_data.h"
 
+using db::test::one_step;
+
 using namespace db;
 using db::test::Golden;
 using db::test::golden_path;
@@ -80,14 +82,6 @@ GoldenBatch golden_batch() {
   g.mf = std::make_unique<ModelFolder>(ModelFolder::open(golden_path("sd1-tiny/model")));
   g.mb = db::test::harness_batch(Golden("sd1-tiny/train.safetensors"));
   return g;
-}
-
-StepResult one_step(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
-                    const StepOptions& opt, int64_t step) {
-  TrainStep ts(ctx, st, sched, opt);
-  ts.micro_batch(mb);
-  ts.update(step);
-  return ts.finish();
 }
 
 }  // namespace

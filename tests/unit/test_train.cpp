@@ -42,6 +42,8 @@
 #include "test_helpers.h"
 #include "train_harness.h"
 
+using db::test::one_step;
+
 using namespace db;
 using db::test::Golden;
 using db::test::golden_path;
@@ -93,15 +95,6 @@ void expect_updates(const Golden& tr, const std::string& prefix, const ParamRegi
     if (e > st.worst) st.worst = e, st.worst_name = key;
     EXPECT_LE(e, kUpdateTensor) << key << ": update differs by " << e << " of its norm";
   }
-}
-
-// One optimizer step on one micro-batch through TrainStep.
-StepResult one_step(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
-                    const StepOptions& opt, int64_t step) {
-  TrainStep ts(ctx, st, sched, opt);
-  ts.micro_batch(mb);
-  ts.update(step);
-  return ts.finish();
 }
 
 // Forward and backward of one micro-batch: the gradients stay in st, the losses come back.

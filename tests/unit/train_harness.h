@@ -29,4 +29,13 @@ inline StepOptions harness_step_options() {
   return opt;
 }
 
+// One optimizer step on one micro-batch through TrainStep.
+inline StepResult one_step(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const MicroBatch& mb,
+                           const StepOptions& opt, int64_t step) {
+  TrainStep ts(ctx, st, sched, opt);
+  ts.micro_batch(mb);
+  ts.update(step);
+  return ts.finish();
+}
+
 }  // namespace db::test
