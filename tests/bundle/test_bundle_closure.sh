@@ -85,12 +85,20 @@ out=$(in_root '/bundle/run dreambooth info 2>&1') || fail "dreambooth info: $out
 echo "$out" | sed 's/^/  /'
 grep -q "^dreambooth " <<<"$out" || fail "info printed no version line"
 
+# passed: shows its input and succeeds when it holds GoogleTest's PASSED line. (Not `tee /dev/stderr`:
+# tee opens /dev/stderr with O_TRUNC, which empties a log file that stderr is redirected to, e.g. CI's.)
+passed() {
+  local out
+  out=$(cat)
+  printf '%s\n' "$out"
+  grep -q "PASSED" <<<"$out"
+}
 say "dreambooth_tests: a CPU subset (ICU, safetensors, png/jpeg, HDF5, golden forwards through OpenBLAS)"
 in_root '/bundle/run dreambooth_tests --gtest_brief=1 \
   --gtest_filter="Tokenizer.*:Safetensors.*:Image.*:Shard.*:Presets/ForwardGolden.*:GoldenManifest.*" 2>&1 | tail -3' |
-  tee /dev/stderr | grep -q "PASSED" || fail "dreambooth_tests subset"
+  passed || fail "dreambooth_tests subset"
 say "cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU)"
-in_root '/bundle/run cuda_host_tests --gtest_brief=1 2>&1 | tail -3' | tee /dev/stderr | grep -q "PASSED" ||
+in_root '/bundle/run cuda_host_tests --gtest_brief=1 2>&1 | tail -3' | passed ||
   fail "cuda_host_tests"
 
 say "init-model, prepare --latents, train 3 steps on the CPU"
