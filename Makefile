@@ -31,17 +31,21 @@ ifeq ($(SANITIZE),1)
 endif
 # ccache when installed (developer machines; CI builds once and has none): object reuse across worktrees.
 CCACHE     ?= $(shell command -v ccache 2>/dev/null)
-PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c openblas nlohmann_json
+PKGS       := hdf5-serial libpng libturbojpeg icu-uc icu-i18n zlib ompi-c nlohmann_json
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# BLAS: the CPU code calls only cblas_sgemm. cblas.h comes from OpenBLAS's headers, but the library is
+# linked by its generic soname, libblas.so.3, which Debian's alternatives point at OpenBLAS (priority
+# 100) here; the bundle ships the netlib reference libblas.so.3 (0.45 MB instead of OpenBLAS's 36 MB
+# and libgfortran).
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) openblas 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lblas
 
 CPPFLAGS   += -Iinclude $(PKG_CFLAGS) -DOMPI_SKIP_MPICXX=1 -MMD -MP
 CXXFLAGS   += -std=c++20 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread $(SAN_FLAGS)
 LDLIBS     += $(PKG_LIBS) -lboost_program_options -fopenmp -pthread -ldl
 
 SRCS       := $(shell find src -name '*.cpp' ! -path 'src/backend/cuda/*' ! -path 'src/cli/*' ! -path 'src/emu/*' \
-                ! -name 'nccl_*.cpp' | sort)
+                ! -path 'src/shared/*' ! -name 'nccl_*.cpp' | sort)
 CLI_SRCS   := $(shell find src/cli -name '*.cpp' | sort)
 ASM_SRCS   := $(shell find src -name '*.S' | sort)
 TEST_SRCS  := $(shell find tests/unit -name '*.cpp' | sort)
@@ -64,7 +68,11 @@ ifeq ($(CUDA),1)
   # kernel with line info) are ~5x smaller compressed, 17 MB -> ~3 MB in each CUDA binary (make bundle);
   # the driver decompresses them once, at module load.
   NVCCFLAGS  ?= -std=c++20 -O3 -lineinfo -Iinclude -Xptxas -v,-warn-spills,-Werror --compress-mode=size \
-                -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+                -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -Xcompiler -fPIC
+  # Position-independent host objects: make bundle links the same objects into build/shared/lib/
+  # libdreambooth.so as well as into the static binaries (no second compile). -fno-semantic-interposition
+  # keeps calls inside the library direct and inlinable, as in the static build.
+  CXXFLAGS   += -fPIC -fno-semantic-interposition
   CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -lcublasLt -lcudnn -lnccl -lcudart_static -lrt
 else
   CUDA_SRCS  :=
@@ -230,9 +238,56 @@ endif
 
 # The GPU-machine bundle (jobs/make_bundle.sh): binaries, test binaries, their non-CUDA shared libraries,
 # Open MPI's components, test data and the GPU check in build/bundle/ and build/bundle.tar.xz.
+# Its binaries share one library instead of carrying the core, the kernels' fatbins and cudart six
+# times: build/shared/lib/libdreambooth.so holds libdreambooth.a, the CUDA backend, the kernels and HDF5
+# (static: its shared library would bring libcurl's chain for the S3 driver we never use). cudart is the
+# toolkit's libcudart.so, which the bundle carries: libcudart_static.a's symbols are hidden, so a library
+# cannot pass it on to the test binaries, whose own kernels must register with the same runtime. Debian's libhdf5.a is PIE
+# code, whose PC-relative references to its own globals need -Bsymbolic (bound inside the library; our
+# objects already are, -fno-semantic-interposition) and to libc's stdout/stderr a renamed copy
+# (src/shared/hdf5_stdio.cpp). build/shared/bin/* are links of the same objects as build/* against it,
+# rpath $ORIGIN/../lib (the bundle's layout).
 ifeq ($(CUDA),1)
-bundle: $(BUILD)/dreambooth $(BUILD)/dreambooth_tests $(BUILD)/gpu_kernel_tests $(BUILD)/gpu_cuda_tests \
-        $(BUILD)/cuda_host_tests $(BUILD)/bench_step $(if $(wildcard bench/cuda/kernels.cpp),$(BUILD)/bench_kernels)
+SHARED_DIR   := $(BUILD)/shared
+SHARED_LIB   := $(SHARED_DIR)/lib/libdreambooth.so
+HDF5_STATIC  := $(lastword $(wildcard $(foreach d,$(filter -L%,$(PKG_LIBS)),$(d:-L%=%)/libhdf5.a)))
+SHARED_LIBS  := $(filter-out -lhdf5,$(PKG_LIBS)) -lboost_program_options -fopenmp -pthread -ldl \
+                -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcudnn -lnccl -lrt
+$(SHARED_DIR)/libhdf5_stdio.a: $(HDF5_STATIC)
+	@mkdir -p $(@D)
+	objcopy --redefine-sym stderr=db_hdf5_stderr --redefine-sym stdout=db_hdf5_stdout $< $@
+$(SHARED_LIB): $(CUDA_OBJS) $(BUILD)/src/shared/hdf5_stdio.o $(LIB) $(SHARED_DIR)/libhdf5_stdio.a
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -shared -Wl,-soname,libdreambooth.so -Wl,--no-undefined -Wl,-Bsymbolic -o $@ \
+	  $(CUDA_OBJS) $(BUILD)/src/shared/hdf5_stdio.o \
+	  -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive \
+	  $(SHARED_DIR)/libhdf5_stdio.a -lsz -lz -lm $(SHARED_LIBS)
+SHARED_LINK   = $(CXX) $(CXXFLAGS) -o $@ $(filter-out $(SHARED_LIB),$^) -L$(SHARED_DIR)/lib -ldreambooth \
+                '-Wl,-rpath,$$ORIGIN/../lib' $(SHARED_LIBS)
+$(SHARED_DIR)/bin/dreambooth: $(CLI_OBJS) $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK)
+$(SHARED_DIR)/bin/dreambooth_tests: $(TEST_OBJS) $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK) -lgtest -lgtest_main
+$(SHARED_DIR)/bin/gpu_kernel_tests: $(GPU_TEST_OBJS) $(GPU_MAIN_OBJ) $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK) -lgtest
+$(SHARED_DIR)/bin/gpu_cuda_tests: $(GPU_CUDA_TEST_OBJS) $(GPU_MAIN_OBJ) $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK) -lgtest
+$(SHARED_DIR)/bin/cuda_host_tests: $(CUDA_HOST_TEST_OBJS) $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK) -lgtest -lgtest_main
+$(SHARED_DIR)/bin/bench_step: $(BUILD)/bench/step.o $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK)
+$(SHARED_DIR)/bin/bench_kernels: $(BUILD)/bench/cuda/kernels.o $(SHARED_LIB)
+	@mkdir -p $(@D)
+	$(SHARED_LINK)
+SHARED_BINS  := dreambooth dreambooth_tests gpu_kernel_tests gpu_cuda_tests cuda_host_tests bench_step \
+                $(if $(wildcard bench/cuda/kernels.cpp),bench_kernels)
+bundle: $(SHARED_BINS:%=$(SHARED_DIR)/bin/%)
 	jobs/make_bundle.sh $(BUILD)
 else
 bundle:

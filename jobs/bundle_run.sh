@@ -2,7 +2,7 @@
 # The bundle's launcher (jobs/make_bundle.sh copies it to <bundle>/run).
 #
 #   bundle/run NAME [ARGS...]   run bin/NAME (dreambooth, dreambooth_tests, gpu_kernel_tests, ...); test
-#                               binaries run where tests/golden is (repo/, or the checkout: see below)
+#                               binaries run in the repository checkout ($DB_REPO_DIR, else .: see below)
 #   bundle/run gpu_check [DIR]  jobs/gpu_check.sh: the whole GPU check, results in DIR ($OUT or ./gpu_check_out)
 #   bundle/run --env            print the environment it sets (eval-able)
 #
@@ -103,14 +103,18 @@ case "$cmd" in
     }
     setup_env
     check_cuda_sonames
-    # Test binaries read tests/golden and tests/fixtures relative to the repository root: $DB_REPO_DIR,
-    # else the bundle's repo/ when it has them (the folder), else the current directory when it has
-    # them (bundle.tar.xz leaves them out; the device tool runs in the repository checkout).
+    # Test binaries read tests/golden and tests/fixtures relative to the repository root, which the
+    # bundle does not carry: $DB_REPO_DIR, else the current directory (the device tool runs in the
+    # repository checkout).
     case "$cmd" in
       *_tests)
-        for d in "${DB_REPO_DIR:-}" "$B/repo" "$PWD"; do
-          [[ -n "$d" && -d "$d/tests/golden" ]] && cd "$d" && break
-        done
+        repo="${DB_REPO_DIR:-$PWD}"
+        if [[ -d "$repo/tests/golden" ]]; then
+          cd "$repo"
+        else
+          echo "run: warning: no tests/golden in ${DB_REPO_DIR:+\$DB_REPO_DIR=}$repo: run $cmd from the" \
+            "repository checkout or set DB_REPO_DIR; the golden and fixture tests will fail" >&2
+        fi
         ;;
     esac
     exec "$B/bin/$cmd" "$@"

@@ -16,7 +16,9 @@ packages=(
   nlohmann-json3-dev                  # configs, safetensors headers
   libicu-dev                          # tokenizer: NFC, Unicode lower-casing, \p{L} regex
   zlib1g-dev                          # the embedded CLIP vocabulary is gzip-compressed
-  libopenblas-dev                     # CPU reference GEMM / convolution
+  libopenblas-dev                     # CPU reference GEMM / convolution (cblas_sgemm via libblas.so.3)
+  libblas3                            # netlib's reference libblas.so.3: what make bundle ships instead
+  icu-devtools                        # icupkg, genccode: make bundle's ICU data subset (bundle_icudata.sh)
   libgtest-dev                        # tests
   libboost-context-dev                # the CUDA emulator's fibers (make test-kernels)
   clang-format                        # `make format-check`

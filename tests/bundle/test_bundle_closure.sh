@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Proves that build/bundle/ (make bundle) carries every library it needs, without a GPU: a minimal Debian
 # root made by debootstrap (minbase: glibc, bash, coreutils; none of our -dev or runtime packages), the
-# bundle copied in, and from a chroot:
+# bundle copied in (with the repository's tests/ beside it at /repo, as the device tool sends the
+# checkout: the bundle carries no test data), and from a chroot:
 #   - ldd of every binary, library and Open MPI/PMIx component finds everything (no "not found");
 #   - `run dreambooth info` (an MPI singleton: every subcommand runs in an MPI world);
-#   - a CPU test subset of dreambooth_tests (tokenizer/ICU, safetensors, images/png+jpeg, HDF5 shards,
-#     golden forwards/OpenBLAS) and cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU needed);
+#   - a CPU test subset of dreambooth_tests (tokenizer/ICU's data subset, safetensors, images/png+jpeg,
+#     HDF5 shards, golden forwards/netlib BLAS) and cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU
+#     needed), run from /repo;
 #   - `init-model`, `prepare --latents`, `train` (3 steps) tiny on the CPU;
 #   - gpu_kernel_tests without a GPU: exit 2 and one line.
 # The CUDA libraries (libcublasLt.so.13, libcudnn.so.9: the PyTorch environment's on a GPU machine) come
@@ -56,11 +58,13 @@ mounts=()
 cleanup() {
   local i
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" 2>/dev/null || umount -l "${mounts[$i]}" || true; done
-  rm -rf "$ROOT/bundle" "$ROOT/work"
+  rm -rf "$ROOT/bundle" "$ROOT/work" "$ROOT/repo"
 }
 trap cleanup EXIT
-rm -rf "$ROOT/bundle" "$ROOT/work"
+rm -rf "$ROOT/bundle" "$ROOT/work" "$ROOT/repo"
 cp -a "$BUNDLE" "$ROOT/bundle"
+mkdir -p "$ROOT/repo"
+cp -r tests "$ROOT/repo/"
 mkdir -p "$ROOT/work" "$ROOT/opt/cuda-libs" "$ROOT/proc" "$ROOT/sys"
 cp -r tests/fixtures/images "$ROOT/work/images"
 mount -t proc proc "$ROOT/proc" && mounts+=("$ROOT/proc")
@@ -93,12 +97,12 @@ passed() {
   printf '%s\n' "$out"
   grep -q "PASSED" <<<"$out"
 }
-say "dreambooth_tests: a CPU subset (ICU, safetensors, png/jpeg, HDF5, golden forwards through OpenBLAS)"
-in_root '/bundle/run dreambooth_tests --gtest_brief=1 \
+say "dreambooth_tests: a CPU subset (ICU, safetensors, png/jpeg, HDF5, golden forwards through netlib BLAS)"
+in_root 'cd /repo && /bundle/run dreambooth_tests --gtest_brief=1 \
   --gtest_filter="Tokenizer.*:Safetensors.*:Image.*:Shard.*:Presets/ForwardGolden.*:GoldenManifest.*" 2>&1 | tail -3' |
   passed || fail "dreambooth_tests subset"
 say "cuda_host_tests (cuBLASLt/cuDNN descriptors, no GPU)"
-in_root '/bundle/run cuda_host_tests --gtest_brief=1 2>&1 | tail -3' | passed ||
+in_root 'cd /repo && /bundle/run cuda_host_tests --gtest_brief=1 2>&1 | tail -3' | passed ||
   fail "cuda_host_tests"
 
 say "init-model, prepare --latents, train 3 steps on the CPU"
@@ -114,7 +118,7 @@ in_root 'set -e; cd /work; r=/bundle/run
 
 say "gpu_kernel_tests with no GPU: one line, exit 2"
 set +e
-out=$(in_root '/bundle/run gpu_kernel_tests 2>&1')
+out=$(in_root 'cd /repo && /bundle/run gpu_kernel_tests 2>&1')
 rc=$?
 set -e
 echo "  rc $rc: $out"
