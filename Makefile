@@ -258,7 +258,7 @@ $(SHARED_DIR)/libhdf5_stdio.a: $(HDF5_STATIC)
 	objcopy --redefine-sym stderr=db_hdf5_stderr --redefine-sym stdout=db_hdf5_stdout $< $@
 $(SHARED_LIB): $(CUDA_OBJS) $(BUILD)/src/shared/hdf5_stdio.o $(LIB) $(SHARED_DIR)/libhdf5_stdio.a
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) -shared -Wl,-soname,libdreambooth.so -Wl,--no-undefined -Wl,-Bsymbolic -o $@ \
+	$(CXX) $(CXXFLAGS) -shared -Wl,-soname,libdreambooth.so -Wl,--no-undefined -Wl,-Bsymbolic '-Wl,-rpath,$$ORIGIN' -o $@ \
 	  $(CUDA_OBJS) $(BUILD)/src/shared/hdf5_stdio.o \
 	  -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive \
 	  $(SHARED_DIR)/libhdf5_stdio.a -lsz -lz -lm $(SHARED_LIBS)
