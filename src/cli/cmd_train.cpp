@@ -1,4 +1,5 @@
 // `dreambooth train`: DreamBooth fine-tuning (pipelines/train.h).
+#include <cmath>
 #include <cstdio>
 
 #include "dreambooth/cli/command.h"
@@ -78,7 +79,8 @@ int run_train_cmd(int argc, char** argv) {
       "reduce-scattered, updated weights all-gathered (same result as unsharded; checkpoints are full)")(
       "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
       "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
-      "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs)");
+      "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs; 0: no overlap, everything "
+      "reduced after backward)");
   po::options_description lora("LoRA (train adapters instead of the whole model)");
   lora.add_options()("lora-rank", po::value(&o.lora_rank)->default_value(0, "0 (off)"),
                      "train rank-R LoRA adapters on the UNet attention projections (to_q, to_k, to_v, "
@@ -157,7 +159,8 @@ int run_train_cmd(int argc, char** argv) {
   o.train_text_encoder = !vm.count("no-train-text-encoder");
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
   o.shard_optimizer = vm.count("shard-optimizer") > 0;
-  if (!(o.bucket_mb > 0)) throw UsageError(str_cat("train: --bucket-mb must be > 0 (got ", o.bucket_mb, ")"));
+  if (!(o.bucket_mb >= 0 && std::isfinite(o.bucket_mb)))
+    throw UsageError(str_cat("train: --bucket-mb must be >= 0 (got ", o.bucket_mb, ")"));
   o.offset_noise = vm.count("offset-noise") > 0;
   o.lora_text_encoder = vm.count("lora-text-encoder") > 0;
   if (o.lora_rank < 0) throw UsageError(str_cat("train: --lora-rank must be >= 0 (got ", o.lora_rank, ")"));
