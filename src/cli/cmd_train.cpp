@@ -75,8 +75,9 @@ int run_train_cmd(int argc, char** argv) {
       "max-nonfinite-steps", po::value(&o.max_nonfinite_steps)->default_value(5),
       "stop with an error after this many non-finite steps in a row (each is skipped)")(
       "shard-optimizer",
-      "ZeRO-1 under mpirun: each rank keeps AdamW moments for 1/N of the weights, gradients "
-      "reduce-scattered, updated weights all-gathered (same result as unsharded; checkpoints are full)")(
+      "ZeRO-1 under mpirun: each rank keeps AdamW moments (and, with bf16 working weights, the f32 master "
+      "weights) for 1/N of the weights, gradients reduce-scattered, updated weights all-gathered (same "
+      "result as unsharded; checkpoints are full)")(
       "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
       "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
       "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs; 0: no overlap, everything "
