@@ -1,5 +1,4 @@
 // `dreambooth train`: DreamBooth fine-tuning (pipelines/train.h).
-#include <cmath>
 #include <cstdio>
 
 #include "dreambooth/cli/command.h"
@@ -26,6 +25,7 @@ void check_train_values(const TrainOptions& o) {
   check_range(c, "snr-gamma", o.snr_gamma, at_least(0));
   check_range(c, "prior-loss-weight", o.prior_loss_weight, at_least(0));
   check_range(c, "progress-seconds", o.progress_seconds, at_least(0));
+  check_range(c, "bucket-mb", o.bucket_mb, at_least(0));  // 0: no overlap
   if (o.lr_warmup_steps < 0) throw UsageError("train: --lr-warmup-steps must be >= 0");
   if (o.max_nonfinite_steps < 1) throw UsageError("train: --max-nonfinite-steps must be >= 1");
   check_choice(c, "lr-scheduler", o.lr_scheduler, {"constant", "constant_with_warmup", "linear", "cosine"});
@@ -160,8 +160,6 @@ int run_train_cmd(int argc, char** argv) {
   o.train_text_encoder = !vm.count("no-train-text-encoder");
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
   o.shard_optimizer = vm.count("shard-optimizer") > 0;
-  if (!(o.bucket_mb >= 0 && std::isfinite(o.bucket_mb)))
-    throw UsageError(str_cat("train: --bucket-mb must be >= 0 (got ", o.bucket_mb, ")"));
   o.offset_noise = vm.count("offset-noise") > 0;
   o.lora_text_encoder = vm.count("lora-text-encoder") > 0;
   if (o.lora_rank < 0) throw UsageError(str_cat("train: --lora-rank must be >= 0 (got ", o.lora_rank, ")"));

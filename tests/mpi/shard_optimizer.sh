@@ -3,7 +3,8 @@
 # 1. CPU binary: -np 2 sharded == -np 2 unsharded. Both sum the same two per-rank gradients (a + b is
 #    exact-order for 2 ranks whether MPI all-reduces or reduce-scatters), AdamW is elementwise, and only
 #    the gradient norm's f64 sum is split differently (owned ranges, then all-reduced): max abs <= 1e-6
-#    over every weight (measured 0). The sharded run uses tiny buckets (--bucket-mb 0.05) so spans
+#    over every weight (measured 0). The unsharded run reduces everything after backward (--bucket-mb
+#    0, no overlap); the sharded run uses tiny buckets (--bucket-mb 0.05) so spans
 #    where one rank owns nothing and spans cut by a shard boundary are reduce-scattered too, and with
 #    DREAMBOOTH_MPI_WINDOW=1000 (MPI calls cut into windows of 1000 elements, as buffers over
 #    INT_MAX / 16 elements are: an SD UNet gradient is 860 M) so the windowing is exercised. The
@@ -48,7 +49,8 @@ args=(train --model "$tmp/base" --instance-data "$tmp/inst.h5" --class-data "$tm
 
 # 1. CPU: sharded vs unsharded
 t0=$(date +%s)
-np2 "$bin" "${args[@]}" --max-steps 4 --batch-size 1 --checkpoint-every 2 --out "$tmp/u" > /dev/null 2> "$tmp/u.log" ||
+np2 "$bin" "${args[@]}" --max-steps 4 --batch-size 1 --checkpoint-every 2 --bucket-mb 0 --out "$tmp/u" > /dev/null \
+  2> "$tmp/u.log" ||
   { cat "$tmp/u.log"; fail "mpirun -np 2 train"; }
 DREAMBOOTH_MPI_WINDOW=1000 np2 -x DREAMBOOTH_MPI_WINDOW "$bin" "${args[@]}" --max-steps 4 --batch-size 1 \
   --checkpoint-every 2 --shard-optimizer --bucket-mb 0.05 \
