@@ -195,9 +195,10 @@ class TrainStep {
   void micro_batch(MicroBatch mb, float grad_scale = 1.f, bool last = true);
   // Averages the gradients over the ranks (reduce-scatters them for a sharded optimizer), computes the
   // global gradient norm over both models (sharded: the owned ranges' sums of squares, all-reduced),
-  // clips, and runs AdamW (sharded: on the owned range, then the master all-gathered) with lr =
-  // opt.lr.lr_at(step) (step: 0-based training step). Skipped (parameters and moments untouched) when a loss
-  // on any rank or the norm is not finite. Zeroes the gradients.
+  // clips, and runs AdamW (sharded: on the owned range, then the working copy all-gathered, or the
+  // master when it is the working copy) with lr = opt.lr.lr_at(step) (step: 0-based training step).
+  // Skipped (parameters and moments untouched) when a loss on any rank or the norm is not finite.
+  // Zeroes the gradients.
   void update(int64_t step);
   // Waits for the backend; adam_step advances when the update was applied.
   StepResult finish();
