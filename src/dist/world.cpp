@@ -97,7 +97,7 @@ void wait_or_timeout(MPI_Request* req, const char* what) {
               " did not arrive (stopped, hung, or slower than the timeout)");
 }
 
-// Test hook (tests/mpi/collective_timeout.sh): DREAMBOOTH_STALL_AT=RANK:NAME stops that rank
+// Test hook (tests/mpi/collective_timeout_shard.sh): DREAMBOOTH_STALL_AT=RANK:NAME stops that rank
 // (SIGSTOP) when it enters its first collective NAME (e.g. 1:MPI_Reduce_scatter), so a peer waits there.
 void stall_if_asked(const char* what) {
   static const std::string at = [] {

@@ -109,7 +109,7 @@ void write_lora_checkpoint(Ops& ops, const std::string& dir, const TrainState& s
   write_lora_output(ops, dir + "/" + kLoraWeights, st, DType::F32);
 }
 
-// Weights (f32 masters) and AdamW moments (gather_moments: the same full file sharded or not); a LoRA
+// Weights (f32 masters) and AdamW moments (gather_state: the same full files sharded or not); a LoRA
 // run's checkpoint holds its adapters instead. state.json, written last, lists every file (the marker).
 void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const TrainState& st,
                       const ModelFolder& base, const HostState& host, const nlohmann::json& state) {
