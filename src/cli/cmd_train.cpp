@@ -79,8 +79,9 @@ int run_train_cmd(int argc, char** argv) {
       "weights) for 1/N of the weights, gradients reduce-scattered, updated weights all-gathered (same "
       "result as unsharded; checkpoints are full)")(
       "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
-      "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
-      "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs; 0: no overlap, everything "
+      "gradient reduction bucket size in MiB (over NCCL the reduction of finished blocks overlaps the "
+      "rest of backward; 25 is PyTorch DDP's default, not yet measured here on GPUs; 0: no overlap, "
+      "everything "
       "reduced after backward)");
   po::options_description lora("LoRA (train adapters instead of the whole model)");
   lora.add_options()("lora-rank", po::value(&o.lora_rank)->default_value(0, "0 (off)"),
