@@ -7,13 +7,14 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include "cuda_check.h"
+#include "current_device.h"
 #include "dreambooth/kernels/elementwise.h"
 #include "dreambooth/kernels/train_step.h"
 
 namespace db::cuda {
 
 CudaOps::CudaOps(int device) : device_(device) {
-  DB_CUDA(cudaSetDevice(device));
+  use_device(device);
   DB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   alloc_ = std::make_unique<DeviceAllocator>(device, stream_);
   gemm_ = make_gemm(device, stream_, *alloc_);
@@ -24,6 +25,10 @@ CudaOps::CudaOps(int device) : device_(device) {
 }
 
 CudaOps::~CudaOps() {
+  try {
+    use_device(device_);
+  } catch (const Error&) {  // a destructor must not throw; the frees below work from any device
+  }
   cudaStreamSynchronize(stream_);
   staging_.reset();
   conv_.reset();
@@ -33,7 +38,13 @@ CudaOps::~CudaOps() {
   alloc_.reset();
 }
 
+Tensor CudaOps::empty(const Shape& shape, DType dtype) {
+  use_device(device_);
+  return alloc_->empty(shape, dtype);
+}
+
 void CudaOps::expect(const Tensor& t, const char* what) const {
+  use_device(device_);  // every entry point that launches or copies checks a tensor first
   DB_CHECK(t.defined(), "cuda: ", what, ": undefined tensor");
   DB_CHECK(t.device() == Device::CUDA, "cuda: ", what, ": ", t.desc(),
            " is a host tensor (use upload / to_backend)");
@@ -70,6 +81,7 @@ void CudaOps::download(const Tensor& src, void* host) {
 }
 
 void CudaOps::synchronize() {
+  use_device(device_);
   int bad = 0;
   DB_CUDA(cudaMemcpyAsync(&bad, bad_id_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   DB_CUDA(cudaStreamSynchronize(stream_));
