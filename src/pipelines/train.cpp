@@ -71,8 +71,9 @@ std::vector<std::pair<std::string, Tensor>> gather_moments(Ops& ops, Communicato
   for (const auto& [name, b] :
        {std::pair<const char*, const ModelBuffers*>{"unet", &st.unet_buf}, {"text_encoder", &st.te_buf}})
     if (b->trained() && (b->sharded() || comm.rank() == 0)) {  // unsharded: only rank 0 writes
-      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(ops, &comm, b->m));
-      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(ops, &comm, b->v));
+      Ops& bo = st.ops_for(*b, ops);
+      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, &comm, b->m));
+      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, &comm, b->v));
     }
   return moments;
 }
@@ -81,7 +82,7 @@ constexpr const char* kLoraWeights = "pytorch_lora_weights.safetensors";
 
 void write_lora_output(Ops& ops, const std::string& path, const TrainState& st, DType dtype) {
   const Tensor up = to_host(ops, st.unet_lora.master);
-  const Tensor tp = st.te_lora.trained() ? to_host(ops, st.te_lora.master) : Tensor();
+  const Tensor tp = st.te_lora.trained() ? to_host(st.ops_for(st.te_lora, ops), st.te_lora.master) : Tensor();
   write_lora_weights(path, st.unet_lora.reg, up, st.te_lora.trained() ? &st.te_lora.reg : nullptr,
                      st.te_lora.trained() ? &tp : nullptr, st.lora.scale(),
                      st.lora.alpha > 0 ? st.lora.alpha : float(st.lora.rank), dtype);
@@ -96,7 +97,7 @@ void write_lora_checkpoint(Ops& ops, const std::string& dir, const TrainState& s
     if (b->trained())
       for (const auto& [suffix, x] :
            {std::pair<const char*, const Tensor*>{".master", &b->master}, {".m", &b->m}, {".v", &b->v}})
-        t.emplace_back(name + suffix, to_host(ops, *x));
+        t.emplace_back(name + suffix, to_host(st.ops_for(*b, ops), *x));
   write_safetensors(dir + "/lora.safetensors", t, {{"adam_step", std::to_string(st.adam_step)}});
   write_lora_output(ops, dir + "/" + kLoraWeights, st, DType::F32);
 }
@@ -113,7 +114,7 @@ void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const Trai
     save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
                    to_host(ops, st.unet_buf.master), DType::F32);
     save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder),
-                   st.te_buf.reg, to_host(ops, st.te_buf.master), DType::F32);
+                   st.te_buf.reg, to_host(st.ops_for(st.te_buf, ops), st.te_buf.master), DType::F32);
     write_safetensors(dir.path() + "/optimizer.safetensors", moments,
                       {{"adam_step", std::to_string(st.adam_step)}});
   }
@@ -154,21 +155,22 @@ void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
     for (const auto& [name, b] :
          {std::pair<std::string, ModelBuffers*>{"unet", &st.unet_lora}, {"text_encoder", &st.te_lora}})
       if (b->trained()) {
-        read_flat(ops, f, name + ".master", *b, b->master);
-        read_flat(ops, f, name + ".m", *b, b->m);
-        read_flat(ops, f, name + ".v", *b, b->v);
-        b->refresh_working(ops);
+        Ops& bo = st.ops_for(*b, ops);
+        read_flat(bo, f, name + ".master", *b, b->master);
+        read_flat(bo, f, name + ".m", *b, b->m);
+        read_flat(bo, f, name + ".v", *b, b->v);
+        b->refresh_working(bo);
       }
     return;
   }
   upload_weights(ops, ckpt + "/unet", Component::UNet, st.unet_buf);
-  upload_weights(ops, ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
+  upload_weights(st.ops_for(st.te_buf, ops), ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
   const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
   read_flat(ops, f, "unet.m", st.unet_buf, st.unet_buf.m);
   read_flat(ops, f, "unet.v", st.unet_buf, st.unet_buf.v);
   if (st.te_buf.trained()) {
-    read_flat(ops, f, "text_encoder.m", st.te_buf, st.te_buf.m);
-    read_flat(ops, f, "text_encoder.v", st.te_buf, st.te_buf.v);
+    read_flat(st.ops_for(st.te_buf, ops), f, "text_encoder.m", st.te_buf, st.te_buf.m);
+    read_flat(st.ops_for(st.te_buf, ops), f, "text_encoder.v", st.te_buf, st.te_buf.v);
   }
 }
 
@@ -187,7 +189,7 @@ void write_pipeline(Ops& ops, const std::string& out, const TrainState& st, cons
   save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
                  to_host(ops, st.unet_buf.master), dtype);
   save_component(out, Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
-                 to_host(ops, st.te_buf.master), dtype);
+                 to_host(st.ops_for(st.te_buf, ops), st.te_buf.master), dtype);
   {  // the frozen VAE, re-saved from the base weights (bit-identical in fp32)
     const ParamRegistry vreg = base.registry(Component::Vae);
     const Tensor vp = base.load(Component::Vae, vreg);
@@ -363,6 +365,14 @@ TrainResult run_train(const TrainOptions& o) {
     DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps,
              ")");
   }
+  if (o.gpus_per_rank == 2 && w.size > 1)  // the same on every rank: all exit 2 together
+    throw UsageError(
+        "train: --gpus-per-rank 2 runs one rank (a pair's gradients are not reduced across "
+        "ranks yet); use one rank per GPU under mpirun");
+  if (o.gpus_per_rank == 2 && validate)
+    throw UsageError(
+        "train: --validation-prompt with --gpus-per-rank 2 is not supported (validation "
+        "generates with both models on one device); generate from the output instead");
   const DType save_dtype = dtype_from_name(o.save_dtype);
   DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,
            "train: --save-dtype must be fp32, fp16 or bf16 (got ", o.save_dtype, ")");
@@ -394,7 +404,14 @@ TrainResult run_train(const TrainOptions& o) {
   }
   const RunIdentity id{model_fingerprint(o.model), data_fingerprint(o.instance, o.class_data)};
   const NoiseSchedule sched(base.scheduler);
-  const std::unique_ptr<Ops> ops = make_ops(o.device);
+  // --gpus-per-rank 2: the UNet's backend first, the text encoder's (and VAE encoder's) second.
+  OpsPair pair = o.gpus_per_rank == 2 ? make_ops_pair(o.device) : OpsPair{};
+  const std::unique_ptr<Ops> ops = pair.first ? std::move(pair.first) : make_ops(o.device);
+  Ops* const te_ops = pair.second.get();
+  if (te_ops && w.is_root())
+    log_info("train: --gpus-per-rank 2: UNet on CUDA device ", pair.first_device, ", text encoder on ",
+             pair.second_device, ", copies between them ",
+             pair.peer ? "peer to peer" : "staged through the host (no peer access)");
   const CudaBackend* cb = linked_cuda_backend ? linked_cuda_backend() : nullptr;
   const std::unique_ptr<Communicator> comm =
       make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
@@ -403,7 +420,7 @@ TrainResult run_train(const TrainOptions& o) {
     throw UsageError(
         "train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
         "are small, train them without it");
-  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora);
+  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora, te_ops);
   if (w.size > 1 && w.is_root())
     log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
   if (lora) {
@@ -505,15 +522,16 @@ TrainResult run_train(const TrainOptions& o) {
   const float offset = o.offset_noise ? kDreamboothOffsetNoise : 0.f;
 
   // The frozen base VAE, loaded on first use: the encoder for shards without cached latents, the
-  // decoder for validation images.
+  // decoder for validation images. A GPU pair keeps it on the second device, beside the text encoder.
+  Ops& vae_ops = te_ops ? *te_ops : *ops;
   std::unique_ptr<AutoencoderKL> vae;
   ParamRegistry vae_reg;
   Tensor vae_p;
   auto ensure_vae = [&]() -> AutoencoderKL& {
     if (!vae) {
       vae_reg = base.registry(Component::Vae);
-      vae_p = to_backend(*ops, base.load(Component::Vae, vae_reg), ops->activation_dtype());
-      ops->synchronize();
+      vae_p = to_backend(vae_ops, base.load(Component::Vae, vae_reg), vae_ops.activation_dtype());
+      vae_ops.synchronize();
       vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
     }
     return *vae;
@@ -571,7 +589,7 @@ TrainResult run_train(const TrainOptions& o) {
     barrier();
   };
 
-  Ctx ctx{*ops};
+  Ctx ctx{*ops}, vae_ctx{vae_ops};
   TrainResult res;
   res.start_step = step;
   res.output = o.out;
@@ -597,7 +615,8 @@ TrainResult run_train(const TrainOptions& o) {
       Tensor mean = b.latent_mean, logvar = b.latent_logvar;
       if (!b.latents)
         split_moments(
-            to_host(*ops, ensure_vae().encode(ctx, to_backend(*ops, b.pixels, ops->activation_dtype())),
+            to_host(vae_ops,
+                    ensure_vae().encode(vae_ctx, to_backend(vae_ops, b.pixels, vae_ops.activation_dtype())),
                     DType::F32),
             &mean, &logvar);
       mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
@@ -640,6 +659,8 @@ TrainResult run_train(const TrainOptions& o) {
     const double dt = now_s() - t0;
     const MemoryStats mem = ops->memory_stats();  // backend memory: device memory on a GPU
     ops->reset_peak_memory();
+    const MemoryStats mem2 = te_ops ? te_ops->memory_stats() : MemoryStats{};
+    if (te_ops) te_ops->reset_peak_memory();
     ema_step = ema_step == 0 ? dt : 0.8 * ema_step + 0.2 * dt;
     res.last_loss = losses[0];
     if (w.is_root()) {
@@ -655,6 +676,10 @@ TrainResult run_train(const TrainOptions& o) {
                           {"rss_mb", rss_mb()},
                           {"mem_peak_mb", double(mem.peak) / (1 << 20)},
                           {"mem_reserved_mb", double(mem.reserved) / (1 << 20)}};
+      if (te_ops) {  // the pair's second device (text encoder)
+        m["mem_peak_mb_second"] = double(mem2.peak) / (1 << 20);
+        m["mem_reserved_mb_second"] = double(mem2.reserved) / (1 << 20);
+      }
       metrics.append_line(m.dump());
       const double t = now_s();
       if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total ||

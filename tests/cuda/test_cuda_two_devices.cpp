@@ -109,5 +109,22 @@ TEST_F(CudaTwoDevices, AlternatingBackendsEachRunOnTheirOwnDevice) {
   gpu0.reset();
 }
 
+TEST_F(CudaTwoDevices, CopyFromTheOtherDeviceBothWays) {
+  cuda::CudaOps gpu0(0), gpu1(1);
+  std::vector<float> x(1000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i) * 0.5f - 3.f;
+  Tensor a = gpu0.empty({1000}), b = gpu1.empty({1000}), c = gpu0.empty({1000});
+  gpu0.upload(x.data(), a);
+  gpu1.copy_from(gpu0, a, b);  // device 0 -> 1
+  gpu1.scale_forward(b, b, 2.f);
+  gpu0.copy_from(gpu1, b, c);  // and back
+  std::vector<float> y(1000);
+  gpu0.download(c, y.data());
+  gpu0.synchronize();
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], 2.f * x[i]) << i;
+  Tensor wrong = gpu0.empty({999});
+  EXPECT_THROW(gpu1.copy_from(gpu0, wrong, b), Error);
+}
+
 }  // namespace
 }  // namespace db

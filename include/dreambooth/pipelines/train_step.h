@@ -106,6 +106,13 @@ struct TrainState {
   ModelBuffers unet_lora, te_lora;
   LoraOptions lora;
   int64_t adam_step = 0;  // optimizer updates applied so far (AdamW bias correction)
+  // --gpus-per-rank 2: the text encoder's buffers (te_buf, te_lora: weights, gradients, moments) live on
+  // this second backend, the UNet's on the trainer's; null: everything on the trainer's backend.
+  Ops* te_ops = nullptr;
+  // The backend holding `b` (one of this state's buffers), given the trainer's.
+  Ops& ops_for(const ModelBuffers& b, Ops& ops) const {
+    return te_ops && (&b == &te_buf || &b == &te_lora) ? *te_ops : ops;
+  }
 
   std::unique_ptr<UNet2DConditionModel> unet, unet_grad;
   std::unique_ptr<ClipTextModel> te, te_grad;  // te_grad null when frozen
@@ -122,12 +129,13 @@ struct TrainState {
   std::vector<ModelBuffers*> trained_buffers();
   // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
   // train_unet false: no UNet gradient or moment buffers either (LoRA: enable_lora next).
-  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder,
-                         bool train_unet = true);
+  // te_ops: where the text encoder goes (null: `ops`).
+  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet = true,
+                         Ops* te_ops = nullptr);
   // From configs and host parameter buffers (tests).
   static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                         bool train_text_encoder, bool train_unet = true);
+                         bool train_text_encoder, bool train_unet = true, Ops* te_ops = nullptr);
   void zero_grads(Ops& ops);
   // ZeRO-1 over `size` ranks for every trained model; returns the bytes saved on this rank.
   int64_t shard_optimizer(Ops& ops, int rank, int size);

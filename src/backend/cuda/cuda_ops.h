@@ -32,6 +32,7 @@ class CudaOps final : public Ops {
   Tensor empty(const Shape& shape, DType dtype = DType::F32) override;
   void fill(Tensor& t, float value) override;
   void copy(const Tensor& src, Tensor& dst) override;
+  void copy_from(Ops& from, const Tensor& src, Tensor& dst) override;
   void cast(const Tensor& src, Tensor& dst) override;
   void upload(const void* host, Tensor& dst) override;
   void download(const Tensor& src, void* host) override;
@@ -106,6 +107,7 @@ class CudaOps final : public Ops {
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<Conv> conv_;
   std::unique_ptr<PinnedStaging> staging_;
+  cudaEvent_t reached_ = nullptr;  // "this stream got here": cross-device ordering (copy_from)
   int* bad_id_ = nullptr;  // device int: embedding_forward's out-of-range id (+1), checked at synchronize()
 };
 
