@@ -64,16 +64,18 @@ std::string hms(double s) {
 // ---- checkpoints ----
 
 // AdamW moments of the whole models in host memory, gathered from the ranks when the optimizer is
-// sharded (a collective: every rank calls it). A frozen text encoder has no moments.
+// sharded (a collective: every rank calls it). A frozen text encoder has no moments. te_comm: a GPU
+// pair's text-encoder communicator (null: comm).
 std::vector<std::pair<std::string, Tensor>> gather_moments(Ops& ops, Communicator& comm,
-                                                           const TrainState& st) {
+                                                           Communicator* te_comm, const TrainState& st) {
   std::vector<std::pair<std::string, Tensor>> moments;
   for (const auto& [name, b] :
        {std::pair<const char*, const ModelBuffers*>{"unet", &st.unet_buf}, {"text_encoder", &st.te_buf}})
     if (b->trained() && (b->sharded() || comm.rank() == 0)) {  // unsharded: only rank 0 writes
       Ops& bo = st.ops_for(*b, ops);
-      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, &comm, b->m));
-      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, &comm, b->v));
+      Communicator* c = &bo != &ops && te_comm ? te_comm : &comm;
+      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, c, b->m));
+      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, c, b->v));
     }
   return moments;
 }
@@ -365,10 +367,6 @@ TrainResult run_train(const TrainOptions& o) {
     DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps,
              ")");
   }
-  if (o.gpus_per_rank == 2 && w.size > 1)  // the same on every rank: all exit 2 together
-    throw UsageError(
-        "train: --gpus-per-rank 2 runs one rank (a pair's gradients are not reduced across "
-        "ranks yet); use one rank per GPU under mpirun");
   if (o.gpus_per_rank == 2 && validate)
     throw UsageError(
         "train: --validation-prompt with --gpus-per-rank 2 is not supported (validation "
@@ -413,8 +411,11 @@ TrainResult run_train(const TrainOptions& o) {
              pair.second_device, ", copies between them ",
              pair.peer ? "peer to peer" : "staged through the host (no peer access)");
   const CudaBackend* cb = linked_cuda_backend ? linked_cuda_backend() : nullptr;
-  const std::unique_ptr<Communicator> comm =
-      make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
+  const bool real_gpu = ops->device() == Device::CUDA && cb && !cb->emulated;
+  const std::unique_ptr<Communicator> comm = make_communicator(*ops, real_gpu);
+  // A GPU pair: one communicator per lane (NCCL binds one device each), the second for the text encoder.
+  const std::unique_ptr<Communicator> te_comm =
+      te_ops && w.size > 1 ? make_communicator(*te_ops, real_gpu) : nullptr;
   const bool lora = o.lora_rank > 0;
   if (lora && o.shard_optimizer)
     throw UsageError(
@@ -602,7 +603,7 @@ TrainResult run_train(const TrainOptions& o) {
       throw Error("train: injected failure at step ", step, " (DREAMBOOTH_FAIL_RANK/DREAMBOOTH_FAIL_STEP)");
     const double t0 = now_s();
     double wait = 0;
-    TrainStep ts(ctx, st, sched, so, comm.get(), size_t(o.bucket_mb * (1 << 20)));
+    TrainStep ts(ctx, st, sched, so, comm.get(), size_t(o.bucket_mb * (1 << 20)), te_comm.get());
     for (int a = 0; a < accum; ++a) {
       Batch b = loader.next();
       wait += b.wait_seconds;
@@ -702,7 +703,8 @@ TrainResult run_train(const TrainOptions& o) {
       if (w.is_root())
         log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
     } else if (due || stopping) {
-      const auto moments = gather_moments(*ops, *comm, st);  // every rank: a collective when sharded
+      const auto moments =
+          gather_moments(*ops, *comm, te_comm.get(), st);  // every rank: a collective when sharded
       if (w.is_root()) {
         metrics.sync();  // the log on disk reaches at least every checkpoint's step
         const nlohmann::json s =

@@ -192,21 +192,29 @@ LossParts combine_losses(const float* sample_mse, const MicroBatch& mb, const No
 }
 
 TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
-                     Communicator* comm, size_t bucket_bytes)
-    : ctx_(ctx), st_(st), sched_(sched), opt_(opt), comm_(comm && comm->size() > 1 ? comm : nullptr) {
+                     Communicator* comm, size_t bucket_bytes, Communicator* te_comm)
+    : ctx_(ctx),
+      st_(st),
+      sched_(sched),
+      opt_(opt),
+      comm_(comm && comm->size() > 1 ? comm : nullptr),
+      te_comm_(st.te_ops ? te_comm : comm_) {
+  DB_CHECK(!comm_ || (te_comm_ && te_comm_->size() == comm_->size()), "train step: a GPU pair over ",
+           comm_ ? comm_->size() : 1, " ranks needs a communicator for its second devices");
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
+    // A GPU pair reduces the text encoder's gradients on its second devices, over their own communicator.
+    if (st.te_ops) te_reducer_ = std::make_unique<GradientReducer>(*te_comm_, *st.te_ops, bucket_bytes);
     auto shard = [](const ModelBuffers& b) { return b.sharded() ? &b.shard : nullptr; };
     if (st.unet_buf.trained())
       reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
     if (st.te_buf.trained())
-      reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
+      reducer_for("text_encoder")->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
     // LoRA: the adapters' gradients are small; finish() reduces them in one go (nothing announced).
     if (st.unet_lora.trained()) reducer_->attach("unet_lora", st.unet_lora.reg, st.unet_lora.grad);
-    if (st.te_lora.trained()) reducer_->attach("text_encoder_lora", st.te_lora.reg, st.te_lora.grad);
+    if (st.te_lora.trained())
+      reducer_for("text_encoder")->attach("text_encoder_lora", st.te_lora.reg, st.te_lora.grad);
   }
-  DB_CHECK(!(comm_ && st.te_ops), "train step: a GPU pair per rank (text encoder on the second device) ",
-           "reduces over one rank only");
   for (const ModelBuffers* b : {&st.unet_buf, &st.te_buf})
     DB_CHECK(!b->sharded() || (comm_ && b->shard.ranks() == comm_->size()),
              "train step: the optimizer is sharded over ", b->shard.ranks(), " ranks, the world has ",
@@ -214,6 +222,14 @@ TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const
 }
 
 TrainStep::~TrainStep() = default;
+
+GradientReducer* TrainStep::reducer_for(const std::string& model) const {
+  return te_reducer_ && model.starts_with("text_encoder") ? te_reducer_.get() : reducer_.get();
+}
+
+Communicator* TrainStep::comm_for(const ModelBuffers& b) const {
+  return &st_.ops_for(b, ctx_.ops) == &ctx_.ops ? comm_ : te_comm_;
+}
 
 void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   DB_CHECK(!updated_, "train step: micro_batch after update");
@@ -256,7 +272,7 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   Ctx bctx{ops}, te_bctx{te_ops};
   auto announce = [&](Ctx& c, const char* model) {
     if (last && reducer_ && !st_.lora_enabled())
-      c.grads_ready = [this, model](const std::string& p) { reducer_->ready(model, p); };
+      c.grads_ready = [this, model](const std::string& p) { reducer_for(model)->ready(model, p); };
   };
   announce(bctx, "unet");
   if (train_te) {
@@ -276,6 +292,7 @@ void TrainStep::update(int64_t step) {
   Ops& ops = ctx_.ops;
   const OpsRange range(ops, "optimizer");
   if (reducer_) reducer_->finish();  // every rank now holds the averaged gradient
+  if (te_reducer_) te_reducer_->finish();
 
   // Losses of every rank summed: finite exactly when finite on every rank.
   int64_t total = 0;
@@ -318,21 +335,21 @@ void TrainStep::update(int64_t step) {
   p.weight_decay = opt_.adam.weight_decay;
   p.step = st_.adam_step + 1;
   const Tensor te_coef = st_.te_ops ? on(*st_.te_ops, ops, coef_) : coef_;
-  for (ModelBuffers* b : models)
-    if (&st_.ops_for(*b, ops) != &ops) {  // the pair's second device (never sharded: one rank)
-      Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
-      st_.te_ops->adamw_step(b->master, b->grad, b->m, b->v, working, p, te_coef);
-    } else if (b->sharded()) {
+  for (ModelBuffers* b : models) {
+    Ops& bo = st_.ops_for(*b, ops);  // a GPU pair: the text encoder's on the second device
+    const Tensor& coef = &bo == &ops ? coef_ : te_coef;
+    if (b->sharded()) {
       if (b->own_end > b->own_begin) {
         Tensor master = flat(b->master).slice(b->own_begin, b->own_end);
-        ops.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v, nullptr, p, coef_);
+        bo.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v, nullptr, p, coef);
       }
-      comm_->all_gather(b->master, b->shard.counts());
-      b->refresh_working(ops);
+      comm_for(*b)->all_gather(b->master, b->shard.counts());
+      b->refresh_working(bo);
     } else {
       Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
-      ops.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef_);
+      bo.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef);
     }
+  }
   st_.zero_grads(ops);
   updated_ = true;
 }

@@ -179,9 +179,11 @@ struct StepResult {
 class TrainStep {
  public:
   // comm: null or size 1 for a single rank. Gradients are reduced block by block as backward finishes
-  // them (Ctx::grads_ready) during the last micro-batch, in buckets of at least bucket_bytes.
+  // them (Ctx::grads_ready) during the last micro-batch, in buckets of at least bucket_bytes. te_comm: a
+  // GPU pair's second communicator (over st.te_ops, the ranks' second devices) for the text encoder's.
   TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
-            Communicator* comm = nullptr, size_t bucket_bytes = size_t(25) << 20);
+            Communicator* comm = nullptr, size_t bucket_bytes = size_t(25) << 20,
+            Communicator* te_comm = nullptr);
   ~TrainStep();
   // Forward and backward of one micro-batch: gradients are ADDED, scaled by `grad_scale` (1 /
   // accumulation steps). `last`: the step's final micro-batch (its backward starts the reductions). A
@@ -205,7 +207,10 @@ class TrainStep {
   const NoiseSchedule& sched_;
   const StepOptions opt_;  // a copy: callers pass temporaries
   Communicator* comm_;
-  std::unique_ptr<GradientReducer> reducer_;
+  Communicator* te_comm_;                                  // a GPU pair's text-encoder lane (else comm_)
+  std::unique_ptr<GradientReducer> reducer_, te_reducer_;  // te_reducer_: a GPU pair's, else null
+  GradientReducer* reducer_for(const std::string& model) const;
+  Communicator* comm_for(const ModelBuffers& b) const;
   std::vector<MicroBatch> mbs_;  // host side, for combine_losses
   std::vector<Tensor> mse_;      // per micro-batch: F32 [S] in backend memory
   Tensor sumsq_, coef_, check_;  // F64 [2], F32 [2], F32 [sum of S]

@@ -92,6 +92,7 @@ class CudaOps final : public Ops {
                   const AdamWStep& p, const Tensor& coef) override;
 
   cudaStream_t stream() const { return stream_; }
+  int device_index() const { return device_; }
 
  private:
   // A device tensor of this backend (defined, on the GPU); `what` names the op and argument in errors.
