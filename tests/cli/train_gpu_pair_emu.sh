@@ -92,8 +92,9 @@ refused() {  # WHAT PATTERN ARGS...: exit 2 and the message
   DB_EMU_DEVICES=${DEVICES:-2} "$emu" train --model "$tmp/base" --instance-data "$tmp/inst_latents.h5" \
     --out "$tmp/refused" --max-steps 1 "$@" > /dev/null 2> "$tmp/refused.log"
   local rc=$?
-  [ $rc -eq 2 ] && grep -q -- "$pattern" "$tmp/refused.log" ||
+  if [ $rc -ne 2 ] || ! grep -q -- "$pattern" "$tmp/refused.log"; then
     fail "$what: exit $rc, $(cat "$tmp/refused.log")"
+  fi
 }
 refused "--device cpu" "not with --device cpu" --device cpu --gpus-per-rank 2
 DEVICES=1 refused "one device" "needs devices 0 and 1 but this node has 1" --device cuda --gpus-per-rank 2
