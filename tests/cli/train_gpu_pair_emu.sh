@@ -20,18 +20,14 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAILED: $*"; exit 1; }
 t0=$(date +%s)
 
-"$emu" init-model --preset sd1-tiny --seed 3 --out "$tmp/base" > /dev/null 2>&1 || fail "init-model"
-mkdir -p "$tmp/inst" "$tmp/class"
-fx=tests/fixtures/images
-cp $fx/exif1_le_60x34.jpg $fx/gray_77x99.jpg "$tmp/inst/"
-cp $fx/cmyk_53x41.jpg $fx/graya_70x40.png "$tmp/class/"
+# shellcheck source=tests/mpi/tiny_data.bash
+source tests/mpi/tiny_data.bash
+tiny_data "$emu" "$tmp" || fail "init-model / prepare"  # base, inst.h5 and class.h5 with pixels
 for d in inst class; do
+  mv "$tmp/$d.h5" "$tmp/${d}_pixels.h5"
   prompt="photo of a dog"; [ $d = inst ] && prompt="photo of unqtkn dog"
-  for lat in latents pixels; do
-    flag=(--latents); [ $lat = pixels ] && flag=()
-    "$emu" prepare --images "$tmp/$d" --prompt "$prompt" --model "$tmp/base" "${flag[@]}" --device cpu \
-      --out "$tmp/${d}_$lat.h5" 2> "$tmp/prep.log" || { cat "$tmp/prep.log"; fail "prepare $d $lat"; }
-  done
+  "$emu" prepare --images "$tmp/$d" --prompt "$prompt" --model "$tmp/base" --latents --device cpu \
+    --out "$tmp/${d}_latents.h5" 2> "$tmp/prep.log" || { cat "$tmp/prep.log"; fail "prepare --latents $d"; }
 done
 
 train() {  # NAME DATA ARGS...: one emulated run (two devices for every run: the 1-GPU ones use device 0)
