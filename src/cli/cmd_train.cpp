@@ -25,6 +25,7 @@ void check_train_values(const TrainOptions& o) {
   check_range(c, "snr-gamma", o.snr_gamma, at_least(0));
   check_range(c, "prior-loss-weight", o.prior_loss_weight, at_least(0));
   check_range(c, "progress-seconds", o.progress_seconds, at_least(0));
+  check_range(c, "bucket-mb", o.bucket_mb, at_least(0));  // 0: no overlap
   if (o.lr_warmup_steps < 0) throw UsageError("train: --lr-warmup-steps must be >= 0");
   if (o.max_nonfinite_steps < 1) throw UsageError("train: --max-nonfinite-steps must be >= 1");
   check_choice(c, "lr-scheduler", o.lr_scheduler, {"constant", "constant_with_warmup", "linear", "cosine"});
@@ -74,11 +75,14 @@ int run_train_cmd(int argc, char** argv) {
       "max-nonfinite-steps", po::value(&o.max_nonfinite_steps)->default_value(5),
       "stop with an error after this many non-finite steps in a row (each is skipped)")(
       "shard-optimizer",
-      "ZeRO-1 under mpirun: each rank keeps AdamW moments for 1/N of the weights, gradients "
-      "reduce-scattered, updated weights all-gathered (same result as unsharded; checkpoints are full)")(
+      "ZeRO-1 under mpirun: each rank keeps AdamW moments (and, with bf16 working weights, the f32 master "
+      "weights) for 1/N of the weights, gradients reduce-scattered, updated weights all-gathered (same "
+      "result as unsharded; checkpoints are full)")(
       "bucket-mb", po::value(&o.bucket_mb)->default_value(25.0, "25"),
-      "gradient reduction bucket size in MiB (the reduction of finished blocks overlaps the rest of "
-      "backward; 25 is PyTorch DDP's default, not yet measured here on GPUs)");
+      "gradient reduction bucket size in MiB (over NCCL the reduction of finished blocks overlaps the "
+      "rest of backward; 25 is PyTorch DDP's default, not yet measured here on GPUs; 0: no overlap, "
+      "everything "
+      "reduced after backward)");
   po::options_description lora("LoRA (train adapters instead of the whole model)");
   lora.add_options()("lora-rank", po::value(&o.lora_rank)->default_value(0, "0 (off)"),
                      "train rank-R LoRA adapters on the UNet attention projections (to_q, to_k, to_v, "
@@ -166,7 +170,6 @@ int run_train_cmd(int argc, char** argv) {
     throw UsageError(str_cat("train: --gpus-per-rank must be 1 or 2 (got ", o.gpus_per_rank, ")"));
   if (o.gpus_per_rank == 2 && o.device == "cpu")
     throw UsageError("train: --gpus-per-rank 2 places the models on two GPUs: not with --device cpu");
-  if (!(o.bucket_mb > 0)) throw UsageError(str_cat("train: --bucket-mb must be > 0 (got ", o.bucket_mb, ")"));
   o.offset_noise = vm.count("offset-noise") > 0;
   o.lora_text_encoder = vm.count("lora-text-encoder") > 0;
   if (o.lora_rank < 0) throw UsageError(str_cat("train: --lora-rank must be >= 0 (got ", o.lora_rank, ")"));

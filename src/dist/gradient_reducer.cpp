@@ -36,7 +36,7 @@ void GradientReducer::ready(const std::string& model, const std::string& prefix)
       m.reduced[i] = 1;
     }
   add(size_t(&m - models_.data()), first, second);
-  if (pending_bytes_ >= bucket_bytes_) flush();
+  if (bucket_bytes_ > 0 && pending_bytes_ >= bucket_bytes_) flush();
 }
 
 void GradientReducer::add(size_t model, int64_t first, int64_t second) {
@@ -59,9 +59,9 @@ void GradientReducer::flush() {
     const Model& m = models_[span.model];
     Tensor t = m.grad.slice(span.first, span.second);
     if (m.shard.ranks() > 0)
-      comm_.reduce_scatter_sum(t, m.shard.counts_in(span.first, span.second));
+      comm_.issue_reduce_scatter_sum(t, m.shard.counts_in(span.first, span.second));
     else
-      comm_.allreduce_sum(t);
+      comm_.issue_allreduce_sum(t);
     i = j;
   }
   pending_.clear();
@@ -79,6 +79,7 @@ void GradientReducer::finish() {
       }
   }
   flush();
+  comm_.wait_issued();  // the scale below is the first op to touch the reduced gradients
   const float inv = 1.f / float(comm_.size());
   for (Model& m : models_) {
     if (m.shard.ranks() > 0) {

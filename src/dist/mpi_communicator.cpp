@@ -1,7 +1,5 @@
 // The MPI Communicator: collectives over MPI_COMM_WORLD. Host (CPU backend) tensors are reduced in
 // place; tensors in device memory are downloaded, reduced and uploaded again (a GPU run uses NCCL).
-#include <mpi.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -16,10 +14,6 @@
 
 namespace db {
 namespace {
-
-void check_mpi(int rc, const char* what) {
-  DB_CHECK(rc == MPI_SUCCESS, what, " failed (code ", rc, ")");
-}
 
 // MPI counts are int: a buffer goes in windows of at most window() elements, each with its own counts
 // (a rank's part clipped to the window). Every rank cuts the same windows. DREAMBOOTH_MPI_WINDOW (a test
@@ -76,8 +70,7 @@ class MpiCommunicator final : public Communicator {
       float* f = reinterpret_cast<float*>(data);
       windows(counts, [&](int64_t w0, int64_t, const std::vector<int>& cnt, const std::vector<int>& displ) {
         recv.resize(size_t(std::max(1, cnt[size_t(world_.rank)])));
-        check_mpi(MPI_Reduce_scatter(f + w0, recv.data(), cnt.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-                  "MPI_Reduce_scatter");
+        db::reduce_scatter_sum(f + w0, recv.data(), cnt.data());
         std::memcpy(f + w0 + displ[size_t(world_.rank)], recv.data(), size_t(cnt[size_t(world_.rank)]) * 4);
       });
     };
@@ -92,9 +85,7 @@ class MpiCommunicator final : public Communicator {
       windows(counts, [&](int64_t w0, int64_t, const std::vector<int>& cnt, const std::vector<int>& displ) {
         std::vector<int> bc(cnt.size()), bd(cnt.size());
         for (size_t r = 0; r < cnt.size(); ++r) bc[r] = int(cnt[r] * es), bd[r] = int(displ[r] * es);
-        check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data + size_t(w0) * es, bc.data(),
-                                 bd.data(), MPI_BYTE, MPI_COMM_WORLD),
-                  "MPI_Allgatherv");
+        all_gather_bytes(data + size_t(w0) * es, bc.data(), bd.data());
       });
     });
   }
@@ -126,7 +117,7 @@ class MpiCommunicator final : public Communicator {
     ops_.synchronize();  // `host` is released on return
   }
 
-  // Through dist/world.h: chunked, and bounded by the collective timeout.
+  // Through dist/world.h (as the sharded collectives above): chunked, bounded by the collective timeout.
   static void reduce(void* data, int64_t n, DType dtype) {
     if (dtype == DType::F32)
       db::allreduce_sum(static_cast<float*>(data), size_t(n));

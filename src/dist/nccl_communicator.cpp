@@ -3,11 +3,15 @@
 // a GPU yet (docs/ARCHITECTURE.md, "Distributed runs").
 //
 // Ordering: the collectives run on their own stream. Before each one an event recorded on the compute
-// stream makes the NCCL stream wait for every op issued so far (the gradients it reduces are final);
-// after it, an event recorded on the NCCL stream makes the compute stream wait before its next op. The
-// host does not wait, so the reduction of a finished bucket overlaps the backward of the blocks still
-// running on the compute stream... as far as the compute stream does not touch that bucket, which it
-// does not until GradientReducer::finish (stream-ordered after the event).
+// stream makes the NCCL stream wait for every op issued so far (the data it reduces is final). The
+// synchronous collectives then record an event on the NCCL stream that the compute stream waits on
+// before its next op. The issued ones (issue_*: GradientReducer's buckets) do not: the compute stream
+// runs on with the rest of backward while the bucket is reduced, and waits once, in wait_issued(),
+// which GradientReducer::finish calls before it scales the gradients. The host never waits.
+// Why the compute stream does not touch an issued bucket before wait_issued(): a bucket holds the
+// gradients of blocks that backward announced as final (Ctx::grads_ready: no later op of the step
+// accumulates into them), only the last micro-batch announces, and the next writers (the averaging
+// scale, the norm, AdamW, zero_grads) run after finish().
 //
 // Variable counts (ZeRO-1 shards are not equal over a bucket): reduce_scatter is one ncclReduce per
 // rank to that rank (root), all_gather one ncclBroadcast per rank from it, each set in one NCCL group.
@@ -61,15 +65,26 @@ class NcclCommunicator final : public Communicator {
 
   void allreduce_sum(Tensor& t) override {
     if (t.device() == Device::CPU) return host_->allreduce_sum(t);
+    issue_allreduce_sum(t);
+    wait_issued();
+  }
+
+  void issue_allreduce_sum(Tensor& t) override {
+    if (t.device() == Device::CPU) return host_->allreduce_sum(t);
     DB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, "allreduce: ", t.desc(),
              " (only f32 and f64 are reduced)");
     after_compute();
     DB_NCCL(ncclAllReduce(t.raw(), t.raw(), size_t(t.numel()),
                           t.dtype() == DType::F32 ? ncclFloat32 : ncclFloat64, ncclSum, comm_, stream_));
-    before_compute();
   }
 
   void reduce_scatter_sum(Tensor& t, const std::vector<int64_t>& counts) override {
+    if (t.device() == Device::CPU) return host_->reduce_scatter_sum(t, counts);
+    issue_reduce_scatter_sum(t, counts);
+    wait_issued();
+  }
+
+  void issue_reduce_scatter_sum(Tensor& t, const std::vector<int64_t>& counts) override {
     if (t.device() == Device::CPU) return host_->reduce_scatter_sum(t, counts);
     DB_CHECK(t.dtype() == DType::F32 && int(counts.size()) == world_.size, "reduce_scatter: ", t.desc(), ", ",
              counts.size(), " parts");
@@ -81,7 +96,6 @@ class NcclCommunicator final : public Communicator {
         DB_NCCL(ncclReduce(base + size_t(off) * 4, base + size_t(off) * 4, size_t(counts[size_t(r)]),
                            ncclFloat32, ncclSum, int(r), comm_, stream_));
     DB_NCCL(ncclGroupEnd());
-    before_compute();
   }
 
   void all_gather(Tensor& t, const std::vector<int64_t>& counts) override {
@@ -98,7 +112,13 @@ class NcclCommunicator final : public Communicator {
       off += bytes;
     }
     DB_NCCL(ncclGroupEnd());
-    before_compute();
+    wait_issued();
+  }
+
+  // The compute stream's next ops wait for every collective issued so far (one stream: in order).
+  void wait_issued() override {
+    DB_CUDA(cudaEventRecord(reduced_, stream_));
+    DB_CUDA(cudaStreamWaitEvent(cuda_->stream(), reduced_, 0));
   }
 
  private:
@@ -106,10 +126,6 @@ class NcclCommunicator final : public Communicator {
     cuda::use_device(cuda_->device_index());
     DB_CUDA(cudaEventRecord(issued_, cuda_->stream()));
     DB_CUDA(cudaStreamWaitEvent(stream_, issued_, 0));
-  }
-  void before_compute() {
-    DB_CUDA(cudaEventRecord(reduced_, stream_));
-    DB_CUDA(cudaStreamWaitEvent(cuda_->stream(), reduced_, 0));
   }
 
   cuda::CudaOps* cuda_;

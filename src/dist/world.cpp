@@ -2,12 +2,14 @@
 
 #include <mpi.h>
 
+#include <signal.h>
 #include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "dreambooth/core/error.h"
@@ -95,9 +97,20 @@ void wait_or_timeout(MPI_Request* req, const char* what) {
               " did not arrive (stopped, hung, or slower than the timeout)");
 }
 
+// Test hook (tests/mpi/collective_timeout_shard.sh): DREAMBOOTH_STALL_AT=RANK:NAME stops that rank
+// (SIGSTOP) when it enters its first collective NAME (e.g. 1:MPI_Reduce_scatter), so a peer waits there.
+void stall_if_asked(const char* what) {
+  static const std::string at = [] {
+    const char* e = std::getenv("DREAMBOOTH_STALL_AT");
+    return std::string(e ? e : "");
+  }();
+  if (!at.empty() && at == std::to_string(g_world.rank) + ":" + what) raise(SIGSTOP);
+}
+
 // A collective: blocking without a timeout, else started non-blocking and polled.
 template <typename Blocking, typename NonBlocking>
 void collective(const char* what, Blocking blocking, NonBlocking start) {
+  stall_if_asked(what);
   if (g_timeout <= 0) {
     check_mpi(blocking(), what);
     return;
@@ -208,6 +221,30 @@ void broadcast(void* data, size_t bytes, int root) {
         "MPI_Bcast", [&] { return MPI_Bcast(p, cnt, MPI_BYTE, root, MPI_COMM_WORLD); },
         [&](MPI_Request* r) { return MPI_Ibcast(p, cnt, MPI_BYTE, root, MPI_COMM_WORLD, r); });
   });
+}
+
+void reduce_scatter_sum(const float* send, float* recv, const int* counts) {
+  if (!g_init || g_world.size == 1) return;
+  collective(
+      "MPI_Reduce_scatter",
+      [&] { return MPI_Reduce_scatter(send, recv, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); },
+      [&](MPI_Request* r) {
+        return MPI_Ireduce_scatter(send, recv, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, r);
+      });
+}
+
+void all_gather_bytes(void* data, const int* counts, const int* displs) {
+  if (!g_init || g_world.size == 1) return;
+  collective(
+      "MPI_Allgatherv",
+      [&] {
+        return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts, displs, MPI_BYTE,
+                              MPI_COMM_WORLD);
+      },
+      [&](MPI_Request* r) {
+        return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts, displs, MPI_BYTE,
+                               MPI_COMM_WORLD, r);
+      });
 }
 
 bool any_rank(bool flag) {

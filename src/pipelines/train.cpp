@@ -12,6 +12,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 #include <unistd.h>
 
 #include "dreambooth/backend/device.h"
@@ -63,21 +64,29 @@ std::string hms(double s) {
 
 // ---- checkpoints ----
 
-// AdamW moments of the whole models in host memory, gathered from the ranks when the optimizer is
-// sharded (a collective: every rank calls it). A frozen text encoder has no moments. te_comm: a GPU
-// pair's text-encoder communicator (null: comm).
-std::vector<std::pair<std::string, Tensor>> gather_moments(Ops& ops, Communicator& comm,
-                                                           Communicator* te_comm, const TrainState& st) {
+// The whole models' f32 masters and AdamW moments in host memory, gathered from the ranks where the
+// optimizer is sharded (a collective: every rank calls it; only rank 0 gets the unsharded ones, it
+// alone writes). A frozen text encoder has no moments. A GPU pair gathers the text encoder on its
+// device over te_comm (null: comm).
+struct HostState {
+  Tensor unet, text_encoder;  // masters
   std::vector<std::pair<std::string, Tensor>> moments;
-  for (const auto& [name, b] :
-       {std::pair<const char*, const ModelBuffers*>{"unet", &st.unet_buf}, {"text_encoder", &st.te_buf}})
-    if (b->trained() && (b->sharded() || comm.rank() == 0)) {  // unsharded: only rank 0 writes
-      Ops& bo = st.ops_for(*b, ops);
-      Communicator* c = &bo != &ops && te_comm ? te_comm : &comm;
-      moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, c, b->m));
-      moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, c, b->v));
+};
+HostState gather_state(Ops& ops, Communicator& comm, Communicator* te_comm, const TrainState& st,
+                       bool with_moments) {
+  HostState h;
+  for (const auto& [name, b, master] :
+       {std::tuple<const char*, const ModelBuffers*, Tensor*>{"unet", &st.unet_buf, &h.unet},
+        {"text_encoder", &st.te_buf, &h.text_encoder}}) {
+    Ops& bo = st.ops_for(*b, ops);
+    Communicator* c = &bo != &ops && te_comm ? te_comm : &comm;
+    if (b->master_sharded || comm.rank() == 0) *master = b->full_master_host(bo, c);
+    if (with_moments && b->trained() && (b->sharded() || comm.rank() == 0)) {
+      h.moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, c, b->m));
+      h.moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, c, b->v));
     }
-  return moments;
+  }
+  return h;
 }
 
 constexpr const char* kLoraWeights = "pytorch_lora_weights.safetensors";
@@ -104,20 +113,19 @@ void write_lora_checkpoint(Ops& ops, const std::string& dir, const TrainState& s
   write_lora_output(ops, dir + "/" + kLoraWeights, st, DType::F32);
 }
 
-// Weights (f32 masters) and AdamW moments (gather_moments: the same full file sharded or not); a LoRA
+// Weights (f32 masters) and AdamW moments (gather_state: the same full files sharded or not); a LoRA
 // run's checkpoint holds its adapters instead. state.json, written last, lists every file (the marker).
 void write_checkpoint(Ops& ops, const std::string& out, int64_t step, const TrainState& st,
-                      const ModelFolder& base, const std::vector<std::pair<std::string, Tensor>>& moments,
-                      const nlohmann::json& state) {
+                      const ModelFolder& base, const HostState& host, const nlohmann::json& state) {
   AtomicDir dir(out + "/" + checkpoint_name(step));
   if (st.lora_enabled()) {
     write_lora_checkpoint(ops, dir.path(), st);
   } else {
-    save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
-                   to_host(ops, st.unet_buf.master), DType::F32);
+    save_component(dir.path(), Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg, host.unet,
+                   DType::F32);
     save_component(dir.path(), Component::TextEncoder, base.config_json(Component::TextEncoder),
-                   st.te_buf.reg, to_host(st.ops_for(st.te_buf, ops), st.te_buf.master), DType::F32);
-    write_safetensors(dir.path() + "/optimizer.safetensors", moments,
+                   st.te_buf.reg, host.text_encoder, DType::F32);
+    write_safetensors(dir.path() + "/optimizer.safetensors", host.moments,
                       {{"adam_step", std::to_string(st.adam_step)}});
   }
   nlohmann::json marker = state;
@@ -146,9 +154,7 @@ void upload_weights(Ops& ops, const std::string& dir, Component c, ModelBuffers&
   const std::string path = find_weight_files(dir, c).path;
   const Tensor host = load_weights(path, b.reg);
   check_finite_weights(path, b.reg, host);
-  ops.upload(host.raw(), b.master);
-  ops.synchronize();
-  b.refresh_working(ops);
+  b.load_master(ops, host);
 }
 
 void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
@@ -186,12 +192,11 @@ void copy_tree_atomic(const std::string& src, const std::string& dst) {
   fs::rename(tmp, dst);
 }
 
-void write_pipeline(Ops& ops, const std::string& out, const TrainState& st, const ModelFolder& base,
-                    DType dtype) {
-  save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg,
-                 to_host(ops, st.unet_buf.master), dtype);
+void write_pipeline(const std::string& out, const TrainState& st, const HostState& host,
+                    const ModelFolder& base, DType dtype) {
+  save_component(out, Component::UNet, base.config_json(Component::UNet), st.unet_buf.reg, host.unet, dtype);
   save_component(out, Component::TextEncoder, base.config_json(Component::TextEncoder), st.te_buf.reg,
-                 to_host(st.ops_for(st.te_buf, ops), st.te_buf.master), dtype);
+                 host.text_encoder, dtype);
   {  // the frozen VAE, re-saved from the base weights (bit-identical in fp32)
     const ParamRegistry vreg = base.registry(Component::Vae);
     const Tensor vp = base.load(Component::Vae, vreg);
@@ -444,8 +449,12 @@ TrainResult run_train(const TrainOptions& o) {
   } else if (o.shard_optimizer && w.size > 1) {
     const int64_t saved = st.shard_optimizer(*ops, w.rank, w.size);
     if (w.is_root())
-      log_info("train: --shard-optimizer: AdamW moments split over ", w.size, " ranks, ",
-               double(saved) / (1 << 20), " MiB of optimizer state saved per rank");
+      log_info("train: --shard-optimizer: AdamW moments",
+               st.unet_buf.master_sharded ? " and f32 master weights" : "", " split over ", w.size,
+               " ranks, ", double(saved) / (1 << 20), " MiB saved on rank 0 (",
+               st.unet_buf.master_sharded ? "12" : "8", " B per parameter outside its range",
+               st.unet_buf.master_sharded ? "" : "; the f32 master is the working copy here, kept whole",
+               ")");
   } else if (o.shard_optimizer && w.is_root()) {
     log_info("train: --shard-optimizer on 1 rank: nothing to shard");
   }
@@ -703,13 +712,13 @@ TrainResult run_train(const TrainOptions& o) {
       if (w.is_root())
         log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
     } else if (due || stopping) {
-      const auto moments =
-          gather_moments(*ops, *comm, te_comm.get(), st);  // every rank: a collective when sharded
+      const HostState host =
+          gather_state(*ops, *comm, te_comm.get(), st, true);  // every rank: a collective when sharded
       if (w.is_root()) {
         metrics.sync();  // the log on disk reaches at least every checkpoint's step
         const nlohmann::json s =
             checkpoint_state(o, step, loader.cursor(), st.adam_step, consecutive_bad, so.lr, w, id);
-        write_checkpoint(*ops, o.out, step, st, base, moments, s);
+        write_checkpoint(*ops, o.out, step, st, base, host, s);
         for (const std::string& p : prune_checkpoints(o.out, o.keep_checkpoints))
           log_info("train: removed ", p);
         log_info("train: wrote ", o.out, "/", checkpoint_name(step));
@@ -738,8 +747,8 @@ TrainResult run_train(const TrainOptions& o) {
     res.output = o.out + "/" + kLoraWeights;
     log_info("train: wrote the LoRA weights to ", res.output, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");
-  } else if (w.is_root()) {
-    write_pipeline(*ops, o.out, st, base, save_dtype);
+  } else if (const HostState host = gather_state(*ops, *comm, te_comm.get(), st, false); w.is_root()) {
+    write_pipeline(o.out, st, host, base, save_dtype);
     log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");
   }

@@ -45,6 +45,7 @@ ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& hos
 }
 
 void ModelBuffers::refresh_working(Ops& ops) {
+  DB_CHECK(!master_sharded, "refresh_working: the master is sharded (load_master sets both)");
   if (ops.activation_dtype() == DType::F32) {
     working = master;
     return;
@@ -65,6 +66,31 @@ void ModelBuffers::shard_optimizer(Ops& ops, const ShardLayout& layout, int rank
     *t = ops.empty({own_end - own_begin}, DType::F32);
     ops.fill(*t, 0.f);
   }
+  master_sharded = working.raw() != master.raw();
+  if (master_sharded) {
+    Tensor own = ops.empty({own_end - own_begin}, DType::F32);
+    if (own.numel() > 0) ops.copy(flat(master).slice(own_begin, own_end), own);
+    master = own;  // the whole master is freed
+  }
+}
+
+void ModelBuffers::load_master(Ops& ops, const Tensor& host) {
+  DB_CHECK(host.dtype() == DType::F32 && host.numel() == reg.total_numel(), "load_master: ", host.desc(),
+           " for ", reg.total_numel(), " parameters");
+  if (!master_sharded) {
+    ops.upload(host.raw(), master);
+    ops.synchronize();
+    refresh_working(ops);
+    return;
+  }
+  const Tensor whole = to_backend(ops, flat(host), DType::F32);  // transient: one whole f32 copy
+  ops.cast(whole, working);
+  if (master.numel() > 0) ops.copy(whole.slice(own_begin, own_end), master);
+  ops.synchronize();
+}
+
+Tensor ModelBuffers::full_master_host(Ops& ops, Communicator* comm) const {
+  return master_sharded ? full_moment_host(ops, comm, master) : to_host(ops, master);
 }
 
 Tensor ModelBuffers::full_moment_host(Ops& ops, Communicator* comm, const Tensor& part) const {
@@ -339,12 +365,15 @@ void TrainStep::update(int64_t step) {
     Ops& bo = st_.ops_for(*b, ops);  // a GPU pair: the text encoder's on the second device
     const Tensor& coef = &bo == &ops ? coef_ : te_coef;
     if (b->sharded()) {
+      // The owned range: of the sharded master (whole buffer) or of the whole one; the working copy's
+      // owned range is written by AdamW when separate, and the updated weights are all-gathered.
       if (b->own_end > b->own_begin) {
-        Tensor master = flat(b->master).slice(b->own_begin, b->own_end);
-        bo.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v, nullptr, p, coef);
+        Tensor master = b->master_sharded ? flat(b->master) : flat(b->master).slice(b->own_begin, b->own_end);
+        Tensor working = flat(b->working).slice(b->own_begin, b->own_end);
+        bo.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v,
+                      b->master_sharded ? &working : nullptr, p, coef);
       }
-      comm_for(*b)->all_gather(b->master, b->shard.counts());
-      b->refresh_working(bo);
+      comm_for(*b)->all_gather(b->master_sharded ? b->working : b->master, b->shard.counts());
     } else {
       Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
       bo.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef);

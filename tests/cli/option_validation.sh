@@ -51,6 +51,8 @@ check lr-0 2 "--lr must be a finite number > 0 (got 0)" -- "${T[@]}" --lr 0
 check lr-scheduler 2 "--lr-scheduler must be one of constant | constant_with_warmup | linear | cosine (got 'bogus')" -- \
   "${T[@]}" --lr-scheduler bogus
 check save-dtype 2 "--save-dtype must be one of fp32 | fp16 | bf16" -- "${T[@]}" --save-dtype fp8
+check bucket-mb--1 2 "train: --bucket-mb must be a finite number >= 0 (got -1)" -- "${T[@]}" --bucket-mb -1
+check bucket-mb-nan 2 "train: --bucket-mb must be a finite number >= 0 (got nan)" -- "${T[@]}" --bucket-mb nan
 check device-train 2 "train: --device must be one of auto | cpu | cuda (got 'tpu')" -- "${T[@]}" --device tpu
 check validation-prompt-utf8 2 "train: --validation-prompt is not valid UTF-8" -- "${T[@]}" \
   --validation-prompt $'photo of \xff dog' --validation-every 1

@@ -6,9 +6,10 @@
 #     sums, then timed -> OUT_DIR/allreduce.json.
 #  2. sd1-tiny training, --device cuda, NCCL: --shard-optimizer gives the same weights as unsharded
 #     (max abs <= 1e-6; with one GPU sharding is a no-op and this only checks the run).
-#  3. With >= 2 GPUs: step time with overlap (--bucket-mb 25) and without (--bucket-mb 1e6: one
-#     bucket, reduced after backward), sd15 random weights at 256x256, 6 steps; mean step_time_s of
-#     the last 4 -> printed.
+#  3. With >= 2 GPUs: step time with overlap (--bucket-mb 25: buckets reduced on the NCCL stream
+#     while backward runs) and without (--bucket-mb 0: everything reduced after backward), each also
+#     with --shard-optimizer, sd15 random weights at 256x256, 6 steps; mean step_time_s of the last 4
+#     -> printed and OUT_DIR/overlap.txt.
 # DEVICE=cpu runs 1 and 2 on the CPU over MPI, 2 ranks, 16 MiB (to check this script without a GPU).
 set -uo pipefail
 b=$1
@@ -54,11 +55,15 @@ if [ "$np" -ge 2 ] && [ "$dev" = cuda ]; then
   "$b/dreambooth" init-model --preset sd15 --seed 1 --out "$out/sd15" > /dev/null 2>&1 || fail "init-model sd15"
   "$b/dreambooth" prepare --images "$out/inst" --prompt "photo of unqtkn dog" --model "$out/sd15" \
     --resolution 256 --out "$out/inst256.h5" --latents 2> /dev/null || fail "prepare sd15"
-  for mb in 25 1000000; do
-    run "$np" "$b/dreambooth" train --device "$dev" --model "$out/sd15" --instance-data "$out/inst256.h5" \
-      --max-steps 6 --checkpoint-every 0 --progress-seconds 0 --bucket-mb $mb --out "$out/o$mb" \
-      > /dev/null 2> "$out/o$mb.log" || { tail "$out/o$mb.log"; fail "sd15 --bucket-mb $mb"; }
-    echo "sd15 256x256, $np ranks, --bucket-mb $mb: mean step $(jq -s '[.[2:][] | .step_time_s] | add / length' "$out/o$mb/metrics.jsonl") s"
+  for shard in "" --shard-optimizer; do
+    for mb in 25 0; do
+      o="$out/o$mb${shard:+-shard}"
+      run "$np" "$b/dreambooth" train --device "$dev" --model "$out/sd15" --instance-data "$out/inst256.h5" \
+        --max-steps 6 --checkpoint-every 0 --progress-seconds 0 --bucket-mb $mb $shard --out "$o" \
+        > /dev/null 2> "$o.log" || { tail "$o.log"; fail "sd15 --bucket-mb $mb $shard"; }
+      echo "sd15 256x256, $np ranks, --bucket-mb $mb $shard: mean step" \
+        "$(jq -s '[.[2:][] | .step_time_s] | add / length' "$o/metrics.jsonl") s" | tee -a "$out/overlap.txt"
+    done
   done
 fi
 echo "multigpu check: OK"

@@ -3,6 +3,7 @@
 // merged in registry order (never by address), the 1/world average applied once.
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "dreambooth/backend/cpu_ops.h"
@@ -130,4 +131,80 @@ TEST(GradientReducer, ShardedBucketsReduceScatterTheOwnedRange) {
   const ShardLayout wrong(r.total_numel(), 3);
   GradientReducer red3(comm, ops, 64);
   EXPECT_THROW(red3.attach("unet", r, g, &wrong), Error);  // 3 parts for a world of 2
+}
+
+namespace {
+
+// An asynchronous communicator as NCCL is to the compute stream: an issued collective completes only at
+// wait_issued(), where the other rank's gradient (100 + i at flat element i) is added. Everything is
+// logged in order with the test's own "ready" marks.
+class AsyncComm final : public Communicator {
+ public:
+  explicit AsyncComm(const Tensor& base) : base_(base) {}
+  const char* name() const override { return "async"; }
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  void allreduce_sum(Tensor&) override { log.push_back("sync allreduce"); }
+  void reduce_scatter_sum(Tensor&, const std::vector<int64_t>&) override {
+    log.push_back("sync reduce_scatter");
+  }
+  void all_gather(Tensor&, const std::vector<int64_t>&) override {}
+  void issue_allreduce_sum(Tensor& t) override {
+    const int64_t first = t.f32() - base_.f32();
+    log.push_back("issue " + std::to_string(first) + "-" + std::to_string(first + t.numel()));
+    issued_.push_back(t);
+  }
+  void wait_issued() override {
+    log.push_back("wait");
+    for (Tensor& t : issued_)
+      for (int64_t i = 0, first = t.f32() - base_.f32(); i < t.numel(); ++i)
+        t.f32()[i] += float(100 + first + i);
+    issued_.clear();
+  }
+  std::vector<std::string> log;
+
+ private:
+  Tensor base_;
+  std::vector<Tensor> issued_;
+};
+
+}  // namespace
+
+// Buckets are issued while backward runs (between the announcements), never waited for there; finish()
+// issues the rest, waits once, and only then averages: (g + other) / 2 exactly.
+TEST(GradientReducer, IssuesDuringBackwardWaitsOnceBeforeAveraging) {
+  CpuOps ops;
+  const ParamRegistry r = toy_registry();
+  Tensor g = Tensor::empty({r.total_numel()});
+  for (int64_t i = 0; i < g.numel(); ++i) g.f32()[i] = float(i);
+  AsyncComm comm(g);
+  GradientReducer red(comm, ops, /*bucket_bytes=*/64);
+  red.attach("unet", r, g);
+  for (const char* p : {"mid_block.", "up_blocks.0.", "down_blocks.0."}) {
+    comm.log.push_back(std::string("ready ") + p);
+    red.ready("unet", p);
+  }
+  comm.log.push_back("finish");
+  red.finish();
+  const std::vector<std::string> want = {"ready mid_block.", "issue 80-96",          "ready up_blocks.0.",
+                                         "issue 64-80",      "ready down_blocks.0.", "issue 16-64",
+                                         "finish",           "issue 0-16",           "wait"};
+  EXPECT_EQ(comm.log, want);
+  for (int64_t i = 0; i < g.numel(); ++i) ASSERT_EQ(g.f32()[i], float(i + 100 + i) / 2.f) << i;
+}
+
+// --bucket-mb 0: nothing is issued during backward; finish() reduces one merged span, then waits.
+TEST(GradientReducer, BucketZeroReducesEverythingInFinish) {
+  CpuOps ops;
+  const ParamRegistry r = toy_registry();
+  Tensor g = Tensor::zeros({r.total_numel()});
+  AsyncComm comm(g);
+  GradientReducer red(comm, ops, /*bucket_bytes=*/0);
+  red.attach("unet", r, g);
+  red.ready("unet", "mid_block.");
+  red.ready("unet", "up_blocks.0.");
+  EXPECT_TRUE(comm.log.empty());
+  red.finish();
+  EXPECT_EQ(comm.log, (std::vector<std::string>{"issue 0-96", "wait"}));
+  for (int64_t i = 0; i < g.numel(); ++i) ASSERT_EQ(g.f32()[i], float(100 + i) / 2.f) << i;
 }

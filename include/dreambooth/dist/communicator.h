@@ -26,6 +26,17 @@ class Communicator {
   virtual void reduce_scatter_sum(Tensor& t, const std::vector<int64_t>& counts) = 0;
   // Flat t (any dtype), parts as above: in place, every rank receives every rank's part.
   virtual void all_gather(Tensor& t, const std::vector<int64_t>& counts) = 0;
+
+  // Issued (GradientReducer's buckets): the same collectives, ordered after every op issued so far on
+  // the backend, but the backend's later ops are NOT ordered after them: nothing the backend runs may
+  // read or write t until wait_issued(), which orders the backend's next ops after every collective
+  // issued so far. On the NCCL communicator this is what lets a bucket's reduction overlap the rest of
+  // backward; the MPI communicator blocks, so t already holds the result on return (the defaults).
+  virtual void issue_allreduce_sum(Tensor& t) { allreduce_sum(t); }
+  virtual void issue_reduce_scatter_sum(Tensor& t, const std::vector<int64_t>& counts) {
+    reduce_scatter_sum(t, counts);
+  }
+  virtual void wait_issued() {}
 };
 
 // MPI_COMM_WORLD (dist/world.h must be initialised); `ops` is the backend whose tensors it reduces.

@@ -3,10 +3,12 @@
 // them (DESIGN.md decision 15). Backward announces "the gradients under this prefix are final"
 // (nn/module.h Ctx::grads_ready, e.g. "up_blocks.2."); the reducer turns the prefix into its flat range
 // (ParamRegistry::range), gathers ranges into a bucket, and all-reduces a bucket once it holds at least
-// `bucket_bytes`, so on a backend with an asynchronous communicator the reduction of early blocks
-// overlaps the backward of later ones. finish() reduces whatever was not announced, then divides by
+// `bucket_bytes`. The buckets are issued (Communicator::issue_*), not waited for: on the NCCL
+// communicator the reduction of early blocks overlaps the backward of later ones. finish() reduces
+// whatever was not announced, waits for everything issued (Communicator::wait_issued), then divides by
 // the world size: every element is reduced exactly once per step, in the same order on every rank.
-// On a world of one rank nothing is reduced or scaled.
+// bucket_bytes 0 (--bucket-mb 0): no overlap, every range is reduced in finish(). On a world of one
+// rank nothing is reduced or scaled.
 //
 // Sharded (--shard-optimizer, ZeRO-1): a model attached with a ShardLayout has its buckets
 // reduce-scattered instead: each rank receives the sum of the part of the bucket it owns, and finish()

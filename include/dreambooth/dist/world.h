@@ -25,9 +25,9 @@ bool world_initialised();
 void finalize_world();
 [[noreturn]] void abort_world(int code);
 
-// Collective timeout (train --collective-timeout): with seconds > 0 every collective below (and the
-// Communicator's all-reduce) is started non-blocking and polled with MPI_Test, spinning for the first
-// 20 ms and then sleeping between polls (50 us doubling to 1 ms) instead of the 100% CPU spin of a
+// Collective timeout (train --collective-timeout): with seconds > 0 every collective below (and so
+// every collective of the MPI Communicator) is started non-blocking and polled with MPI_Test, spinning for
+// the first 20 ms and then sleeping between polls (50 us doubling to 1 ms) instead of the 100% CPU spin of a
 // blocking call; when it has not completed after `seconds`, the waiting ranks exchange a probe message
 // for a short grace period (1-10 s) to learn which ranks are not waiting with them, and throw an
 // Error naming them ("rank(s) 1 did not arrive") or, when every rank answered, the collective.
@@ -42,6 +42,11 @@ void allreduce_sum(double* data, size_t n);
 int64_t allreduce_sum(int64_t v);
 int64_t allreduce_max(int64_t v);
 void broadcast(void* data, size_t bytes, int root = 0);
+// MPI_Reduce_scatter of f32 (counts[r] elements to rank r; recv holds this rank's summed part) and an
+// in-place MPI_Allgatherv of bytes (rank r's counts[r] bytes at displs[r] of data): the Communicator's
+// sharded collectives, under the collective timeout like the rest. Every rank passes the same counts.
+void reduce_scatter_sum(const float* send, float* recv, const int* counts);
+void all_gather_bytes(void* data, const int* counts, const int* displs);
 // Everyone learns whether anyone failed, so ranks can stop together at a step boundary.
 bool any_rank(bool flag);
 

@@ -60,30 +60,44 @@ struct StepOptions {
 // master itself on the CPU, a bf16 copy on a GPU); and, for a trained model, f32 gradients and AdamW
 // moments (undefined for a frozen one: no memory spent on them).
 //
-// Sharded optimizer (--shard-optimizer, ZeRO-1; shard()): this rank owns [own_begin, own_end) of the
-// flat buffers; m and v hold that range only, AdamW updates that range of the master, and the updated
-// range is all-gathered so every rank keeps the full master (the CPU backend computes with it;
-// checkpoints, the output and validation read it). grad stays full size (backward accumulates into all
-// of it) but after the reduce-scatter only the owned range holds the averaged gradient.
+// Sharded optimizer (--shard-optimizer, ZeRO-1; shard_optimizer()): this rank owns [own_begin, own_end)
+// of the flat buffers; m and v hold that range only and AdamW updates that range. When the working copy
+// is separate (bf16 on a GPU or the emulated GPU), the f32 master holds that range only too
+// (master_sharded): AdamW writes the owned range of the working copy and the working copy is
+// all-gathered. When the master IS the working copy (f32: the CPU), it stays whole: every rank computes
+// with all of it, so its updated range is all-gathered instead. Checkpoints and outputs read the whole
+// master through full_master_host. grad stays full size (backward accumulates into all of it) but after
+// the reduce-scatter only the owned range holds the averaged gradient.
 struct ModelBuffers {
   ParamRegistry reg;
-  Tensor master, working;
-  Tensor grad, m, v;  // m, v: F32 [own_end - own_begin]
-  ShardLayout shard;  // ranks() == 0: not sharded
+  Tensor master, working;  // master: F32 [own_end - own_begin] when master_sharded
+  Tensor grad, m, v;       // m, v: F32 [own_end - own_begin]
+  ShardLayout shard;       // ranks() == 0: not sharded
   int64_t own_begin = 0, own_end = 0;
+  bool master_sharded = false;
   bool trained() const { return grad.defined(); }
   bool sharded() const { return shard.ranks() > 0; }
-  // Keeps m and v for `rank`'s range of `layout` only (zeroed; call before loading a checkpoint).
+  // Keeps m and v (and the master, when the working copy is separate) for `rank`'s range of `layout`
+  // only (moments zeroed; call before loading a checkpoint).
   void shard_optimizer(Ops& ops, const ShardLayout& layout, int rank);
-  // Optimizer-state bytes per rank that sharding saves (m and v outside the owned range).
-  int64_t sharding_saves_bytes() const { return (reg.total_numel() - (own_end - own_begin)) * 8; }
-  // A moment buffer (m or v) of the whole model in host memory: on a sharded rank the ranks' parts are
-  // all-gathered (a collective: every rank calls it, in the same order).
+  // Bytes per rank that sharding saves: m and v (8 B per parameter) outside the owned range, and the
+  // f32 master (4 B more) when master_sharded.
+  int64_t sharding_saves_bytes() const {
+    return (reg.total_numel() - (own_end - own_begin)) * (master_sharded ? 12 : 8);
+  }
+  // A buffer of this rank's range (m, v, or a sharded master) as the whole model's, in host memory: on
+  // a sharded rank the ranks' parts are all-gathered (a collective: every rank calls it, in the same
+  // order).
   Tensor full_moment_host(Ops& ops, Communicator* comm, const Tensor& part) const;
+  // The whole f32 master in host memory (all-gathered when master_sharded: then a collective).
+  Tensor full_master_host(Ops& ops, Communicator* comm) const;
+  // The master (its owned range when master_sharded) and the working copy from the whole model's host
+  // f32 parameters (a checkpoint); waits for the backend.
+  void load_master(Ops& ops, const Tensor& host);
   // From host f32 parameters laid out by `reg`; gradients and moments zeroed when `trained`. On the CPU
   // the master shares `host_params`' storage.
   static ModelBuffers create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained);
-  // working = master in the working dtype (after the master changed outside AdamW, e.g. a checkpoint).
+  // working = master in the working dtype (after the master changed outside AdamW; not master_sharded).
   void refresh_working(Ops& ops);
 };
 
@@ -191,9 +205,10 @@ class TrainStep {
   void micro_batch(MicroBatch mb, float grad_scale = 1.f, bool last = true);
   // Averages the gradients over the ranks (reduce-scatters them for a sharded optimizer), computes the
   // global gradient norm over both models (sharded: the owned ranges' sums of squares, all-reduced),
-  // clips, and runs AdamW (sharded: on the owned range, then the master all-gathered) with lr =
-  // opt.lr.lr_at(step) (step: 0-based training step). Skipped (parameters and moments untouched) when a loss
-  // on any rank or the norm is not finite. Zeroes the gradients.
+  // clips, and runs AdamW (sharded: on the owned range, then the working copy all-gathered, or the
+  // master when it is the working copy) with lr = opt.lr.lr_at(step) (step: 0-based training step).
+  // Skipped (parameters and moments untouched) when a loss on any rank or the norm is not finite.
+  // Zeroes the gradients.
   void update(int64_t step);
   // Waits for the backend; adam_step advances when the update was applied.
   StepResult finish();
