@@ -120,10 +120,8 @@ int run_train_cmd(int argc, char** argv) {
       "progress line on stderr at most this often (0: every step)")(
       "device", po::value(&o.device)->default_value("auto"), kDeviceHelp)(
       "gpus-per-rank", po::value(&o.gpus_per_rank)->default_value(1),
-      "1, or 2: the UNet on GPU 2r of local rank r, the text encoder (and the VAE encoder when latents are "
-      "not cached) on GPU 2r+1, hidden states and their gradient copied between them (CUDA; one rank per "
-      "pair; no "
-      "--validation-prompt)")(
+      "1, or 2: the UNet on GPU 2r of local rank r, the text encoder and the VAE on GPU 2r+1, hidden "
+      "states and their gradient copied between them (CUDA; start one rank per pair)")(
       "collective-timeout", po::value(&o.collective_timeout)->default_value(600, "600"),
       "end the job when one MPI collective waits longer than this many seconds (a stopped or hung rank; "
       "the message names the ranks that did not arrive). Rank 0's checkpoint writes and validation images "

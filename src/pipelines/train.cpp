@@ -372,10 +372,6 @@ TrainResult run_train(const TrainOptions& o) {
     DB_CHECK(o.validation_steps >= 1, "train: --validation-steps must be >= 1 (got ", o.validation_steps,
              ")");
   }
-  if (o.gpus_per_rank == 2 && validate)
-    throw UsageError(
-        "train: --validation-prompt with --gpus-per-rank 2 is not supported (validation "
-        "generates with both models on one device); generate from the output instead");
   const DType save_dtype = dtype_from_name(o.save_dtype);
   DB_CHECK(save_dtype == DType::F32 || save_dtype == DType::F16 || save_dtype == DType::BF16,
            "train: --save-dtype must be fp32, fp16 or bf16 (got ", o.save_dtype, ")");
@@ -578,7 +574,8 @@ TrainResult run_train(const TrainOptions& o) {
   auto run_validation = [&](int64_t at_step) {
     if (w.is_root()) {
       const double tv = now_s();
-      if (!val_models) val_models = borrow_generate_models(*ops, base, *st.te, *st.unet, ensure_vae());
+      if (!val_models)
+        val_models = borrow_generate_models(*ops, base, *st.te, *st.unet, ensure_vae(), te_ops);
       const std::string dir = validation_dir(o.out, at_step);
       fs::create_directories(o.out + "/validation");
       AtomicDir tmp(dir);

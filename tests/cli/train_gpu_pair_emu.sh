@@ -5,11 +5,12 @@
 #   - per-step losses and grad norms bit-identical, and the final weights too (the same kernels on the
 #     same inputs in the same order; only the device they run on differs);
 #   - the same without peer access (DB_EMU_PEER=0: copies staged by the runtime) and with pixels in the
-#     shards (the VAE encoder on the second device);
+#     shards (the VAE encoder on the second device), whose validation images (text encoder and VAE
+#     decoder on the second device, UNet on the first) are the same PNG bytes;
 #   - LoRA with text-encoder adapters: the same adapters;
 #   - stop at step 2 (checkpoint) and --resume latest to step 3: weights bit-identical to the straight run;
 #   - metrics.jsonl reports both devices' memory;
-#   - exit 2 with a clear message: --device cpu, one device only, --gpus-per-rank 3, --validation-prompt.
+#   - exit 2 with a clear message: --device cpu, one device only, --gpus-per-rank 3.
 # Usage: tests/cli/train_gpu_pair_emu.sh BUILD_DIR
 set -uo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -66,10 +67,16 @@ DB_EMU_PEER=0 train staged latents "${steps[@]}" --gpus-per-rank 2
 grep -q "staged through the host" "$tmp/staged.log" || { cat "$tmp/staged.log"; fail "no staged-copy line"; }
 same_weights one staged "pair without peer access"
 
-train one_px pixels --max-steps 2 --checkpoint-every 0
-train pair_px pixels --max-steps 2 --checkpoint-every 0 --gpus-per-rank 2
+val=(--max-steps 2 --checkpoint-every 0 --validation-prompt "photo of unqtkn dog" --validation-every 2
+  --validation-images 1 --validation-steps 2)
+train one_px pixels "${val[@]}"
+DB_EMU_PEER=0 train pair_px pixels "${val[@]}" --gpus-per-rank 2  # a kernel reading the other device fails
 same_steps one_px pair_px "VAE-encoding pixels on the pair"
 same_weights one_px pair_px "VAE-encoding pixels on the pair"
+ls "$tmp/pair_px/validation/step-2/"*.png > /dev/null 2>&1 || fail "no validation image from the pair"
+for f in "$tmp/one_px/validation/step-2/"*.png; do
+  cmp -s "$f" "$tmp/pair_px/validation/step-2/$(basename "$f")" || fail "validation image $(basename "$f") differs"
+done
 
 lora=(--max-steps 2 --checkpoint-every 0 --lora-rank 4 --lora-text-encoder)
 train lora_one latents "${lora[@]}"
@@ -95,7 +102,5 @@ refused() {  # WHAT PATTERN ARGS...: exit 2 and the message
 refused "--device cpu" "not with --device cpu" --device cpu --gpus-per-rank 2
 DEVICES=1 refused "one device" "needs devices 0 and 1 but this node has 1" --device cuda --gpus-per-rank 2
 refused "--gpus-per-rank 3" "must be 1 or 2" --device cuda --gpus-per-rank 3
-refused "--validation-prompt" "validation-prompt with --gpus-per-rank 2" --device cuda --gpus-per-rank 2 \
-  --validation-prompt "a dog" --validation-every 1
 
 echo "train --gpus-per-rank 2 on the CUDA emulator: OK ($(( $(date +%s) - t0 )) s)"
