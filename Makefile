@@ -205,7 +205,7 @@ endif
 # nvcc and the tests that hold on any device; the emulator-only ones (its own semantics, broken kernels
 # that would hang a GPU) are left out. `make` builds it so the tests keep compiling under nvcc; it runs
 # only where a GPU is lent.
-EMU_ONLY       := tests/emu/test_emulator.cpp tests/emu/test_broken_kernels.cpp tests/emu/broken_kernels.cu
+EMU_ONLY       := tests/emu/test_emulator.cpp tests/emu/test_multi_device.cpp tests/emu/test_broken_kernels.cpp tests/emu/broken_kernels.cu
 ifeq ($(CUDA),1)
 GPU_DIR        := $(BUILD)/gpu
 GPU_TEST_OBJS  := $(patsubst %.cpp,$(GPU_DIR)/%.o,$(filter-out $(EMU_ONLY),$(EMU_TEST_SRCS))) \

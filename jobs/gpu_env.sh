@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Sourced by jobs/train_gpu.sbatch and jobs/scaling_gpu.sbatch: the settings of a GPU run.
 #
-# One rank per GPU. Each rank takes device (local rank mod visible devices) (src/backend/device.cpp):
+# One rank per GPU, or per GPU pair with GPUS_PER_RANK=2 (train --gpus-per-rank 2: the UNet on GPU 2r
+# of local rank r, the text encoder on GPU 2r+1, as the Ray example's workers; submit half as many tasks
+# per node as GPUs, e.g. --ntasks-per-node=4 --gres=gpu:8, every GPU of the node visible to every task).
+# With one GPU per rank each rank takes device (local rank mod visible devices) (src/backend/device.cpp):
 # with every GPU of the node visible to every task that is one GPU each; with SRUN_ARGS=--gpus-per-task=1
 # (sites whose job steps do not see the job's GPUs) each task sees one device and takes it.
 # Gradients go over NCCL (src/dist/nccl_communicator.cpp, chosen automatically for > 1 rank on CUDA;
@@ -22,5 +25,18 @@
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 # --device cuda: fail at start rather than train on the CPU when a node has no usable GPU.
 TRAIN_ARGS="--device cuda ${TRAIN_ARGS:-}"
-export TRAIN_ARGS
+GPUS_PER_RANK=${GPUS_PER_RANK:-1}
+case $GPUS_PER_RANK in
+  1) ;;
+  2) TRAIN_ARGS="--gpus-per-rank 2 $TRAIN_ARGS" ;;
+  *) echo "GPUS_PER_RANK must be 1 or 2 (got $GPUS_PER_RANK)" >&2; exit 2 ;;
+esac
+tasks_per_node=${SLURM_NTASKS_PER_NODE:-}
+tasks_per_node=${tasks_per_node%%[(]*}  # "4(x2)" on heterogeneous allocations
+if [ -n "$tasks_per_node" ] && [ -n "${SLURM_GPUS_ON_NODE:-}" ] &&
+  [ $((tasks_per_node * GPUS_PER_RANK)) -gt "$SLURM_GPUS_ON_NODE" ]; then
+  echo "$SLURM_NTASKS_PER_NODE tasks per node x GPUS_PER_RANK=$GPUS_PER_RANK need more than the node's $SLURM_GPUS_ON_NODE GPUs" >&2
+  exit 2
+fi
+export TRAIN_ARGS GPUS_PER_RANK
 JOBS_DIR=${JOBS_DIR:-${SLURM_SUBMIT_DIR:-.}/jobs}

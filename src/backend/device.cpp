@@ -65,6 +65,27 @@ BackendKind select_backend(const std::string& requested) {
   return BackendKind::CPU;
 }
 
+OpsPair make_ops_pair(const std::string& device) {
+  if (device == "cpu" || select_backend(device) == BackendKind::CPU)
+    throw UsageError(
+        "--gpus-per-rank 2 places the UNet and the text encoder on two GPUs: it needs the CUDA "
+        "backend (--device cuda or auto with CUDA devices), not the CPU");
+  std::string status;
+  const CudaBackend* b = cuda_backend();
+  const int n = b->device_count(&status), r = local_rank();
+  if (2 * r + 1 >= n)
+    throw UsageError(str_cat("--gpus-per-rank 2: local rank ", r, " needs devices ", 2 * r, " and ",
+                             2 * r + 1, " but this node has ", n, " CUDA device(s) (", status,
+                             "); start at most ", n / 2, " rank(s) per node"));
+  OpsPair p;
+  p.first_device = 2 * r;
+  p.second_device = 2 * r + 1;
+  p.first = b->make_ops(p.first_device);
+  p.second = b->make_ops(p.second_device);
+  p.peer = b->enable_peer_access(p.first_device, p.second_device);
+  return p;
+}
+
 std::unique_ptr<Ops> make_ops(const std::string& device) {
   if (select_backend(device) == BackendKind::CPU) return std::make_unique<CpuOps>();
   std::string status;

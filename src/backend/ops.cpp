@@ -4,6 +4,12 @@
 
 namespace db {
 
+void Ops::copy_from(Ops& from, const Tensor& src, Tensor& dst) {
+  DB_CHECK(&from == this || (from.device() == Device::CPU && device() == Device::CPU),
+           "copy_from: ", from.name(), " to ", name(), " backends: not supported by this backend");
+  copy(src, dst);
+}
+
 Tensor to_backend(Ops& ops, const Tensor& host, DType dtype) {
   DB_CHECK(host.defined() && host.device() == Device::CPU, "to_backend: expected a host tensor");
   if (ops.device() == Device::CPU && host.dtype() == dtype) return host;

@@ -119,6 +119,9 @@ int run_train_cmd(int argc, char** argv) {
       "progress-seconds", po::value(&o.progress_seconds)->default_value(2.0, "2"),
       "progress line on stderr at most this often (0: every step)")(
       "device", po::value(&o.device)->default_value("auto"), kDeviceHelp)(
+      "gpus-per-rank", po::value(&o.gpus_per_rank)->default_value(1),
+      "1, or 2: the UNet on GPU 2r of local rank r, the text encoder and the VAE on GPU 2r+1, hidden "
+      "states and their gradient copied between them (CUDA; start one rank per pair)")(
       "collective-timeout", po::value(&o.collective_timeout)->default_value(600, "600"),
       "end the job when one MPI collective waits longer than this many seconds (a stopped or hung rank; "
       "the message names the ranks that did not arrive). Rank 0's checkpoint writes and validation images "
@@ -161,6 +164,10 @@ int run_train_cmd(int argc, char** argv) {
   o.train_text_encoder = !vm.count("no-train-text-encoder");
   o.gradient_checkpointing = vm.count("gradient-checkpointing") > 0;
   o.shard_optimizer = vm.count("shard-optimizer") > 0;
+  if (o.gpus_per_rank != 1 && o.gpus_per_rank != 2)
+    throw UsageError(str_cat("train: --gpus-per-rank must be 1 or 2 (got ", o.gpus_per_rank, ")"));
+  if (o.gpus_per_rank == 2 && o.device == "cpu")
+    throw UsageError("train: --gpus-per-rank 2 places the models on two GPUs: not with --device cpu");
   o.offset_noise = vm.count("offset-noise") > 0;
   o.lora_text_encoder = vm.count("lora-text-encoder") > 0;
   if (o.lora_rank < 0) throw UsageError(str_cat("train: --lora-rank must be >= 0 (got ", o.lora_rank, ")"));

@@ -17,11 +17,16 @@
 // rank to that rank (root), all_gather one ncclBroadcast per rank from it, each set in one NCCL group.
 // Reduction dtype f32 (ARCHITECTURE.md explains why not bf16). Host tensors (checkpoints' moments) go
 // through the MPI Communicator.
+//
+// One device per communicator: with a GPU pair per rank (train --gpus-per-rank 2) the trainer makes one
+// communicator per lane (the ranks' first GPUs for the UNet, their second GPUs for the text encoder),
+// each bound to its backend's device (made current at creation and before every collective).
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include "../backend/cuda/cuda_check.h"
 #include "../backend/cuda/cuda_ops.h"
+#include "../backend/cuda/current_device.h"
 #include "dreambooth/core/error.h"
 #include "dreambooth/dist/communicator.h"
 #include "dreambooth/dist/world.h"
@@ -39,6 +44,7 @@ class NcclCommunicator final : public Communicator {
   explicit NcclCommunicator(Ops& ops)
       : cuda_(dynamic_cast<cuda::CudaOps*>(&ops)), host_(make_mpi_communicator(ops)), world_(world()) {
     DB_CHECK(cuda_, "NCCL communicator: the backend is ", ops.name(), ", not CUDA");
+    cuda::use_device(cuda_->device_index());  // the stream, events and communicator belong to it
     ncclUniqueId id{};
     if (world_.rank == 0) DB_NCCL(ncclGetUniqueId(&id));
     broadcast(&id, sizeof id, 0);
@@ -117,6 +123,7 @@ class NcclCommunicator final : public Communicator {
 
  private:
   void after_compute() {
+    cuda::use_device(cuda_->device_index());
     DB_CUDA(cudaEventRecord(issued_, cuda_->stream()));
     DB_CUDA(cudaStreamWaitEvent(stream_, issued_, 0));
   }

@@ -19,6 +19,7 @@ struct Allocation {
   size_t back_guard;   // bytes after the user bytes
   MemoryKind kind;
   uint64_t id;
+  int device;
 };
 
 struct Table {
@@ -26,6 +27,7 @@ struct Table {
   std::map<uintptr_t, Allocation> by_start;  // keyed by the user pointer
   uint64_t next_id = 1;
   size_t bytes = 0;
+  std::map<int, size_t> device_bytes;
 };
 
 Table& table() {
@@ -34,7 +36,7 @@ Table& table() {
 }
 
 AllocationInfo info(uintptr_t start, const Allocation& a) {
-  return {reinterpret_cast<const void*>(start), a.size, a.kind, a.id};
+  return {reinterpret_cast<const void*>(start), a.size, a.kind, a.id, a.device};
 }
 
 std::string guard_damage(uintptr_t start, const Allocation& a) {
@@ -66,24 +68,38 @@ const char* kind_name(MemoryKind k) {
 }
 
 std::string describe(const AllocationInfo& a) {
-  return "allocation #" + std::to_string(a.id) + " (" + std::to_string(a.size) + " bytes, " +
-         kind_name(a.kind) + ")";
+  std::string where = kind_name(a.kind);
+  if (a.kind != MemoryKind::PinnedHost) where += " " + std::to_string(a.device);
+  return "allocation #" + std::to_string(a.id) + " (" + std::to_string(a.size) + " bytes, " + where + ")";
 }
 
-void* allocate(size_t bytes, MemoryKind kind) {
+void* allocate(size_t bytes, MemoryKind kind, int device, size_t limit, AllocateResult* result) {
+  Table& t = table();
+  std::unique_lock lock(t.mutex);
+  if (limit && t.device_bytes[device] + bytes > limit) {
+    *result = AllocateResult::OverDeviceLimit;
+    return nullptr;
+  }
+  t.device_bytes[device] += bytes;  // reserved before the lock is dropped for the host allocation
+  lock.unlock();
   const size_t total = kAllocationGuardBytes + (bytes + kAllocationGuardBytes * 2 - 1) /
                                                    kAllocationGuardBytes * kAllocationGuardBytes;
   auto* raw = static_cast<unsigned char*>(std::aligned_alloc(kAllocationGuardBytes, total));
-  if (!raw) return nullptr;
+  if (!raw) {
+    lock.lock();
+    t.device_bytes[device] -= bytes;
+    *result = AllocateResult::OutOfHostMemory;
+    return nullptr;
+  }
   unsigned char* user = raw + kAllocationGuardBytes;
   const size_t back = total - kAllocationGuardBytes - bytes;
   write_guard(raw, kAllocationGuardBytes);
   std::memset(user, kPoisonByte, bytes);
   write_guard(user + bytes, back);
-  Table& t = table();
-  std::lock_guard lock(t.mutex);
-  t.by_start[reinterpret_cast<uintptr_t>(user)] = {raw, bytes, back, kind, t.next_id++};
+  lock.lock();
+  t.by_start[reinterpret_cast<uintptr_t>(user)] = {raw, bytes, back, kind, t.next_id++, device};
   t.bytes += bytes;
+  *result = AllocateResult::Ok;
   return user;
 }
 
@@ -104,6 +120,7 @@ std::string release(void* p, bool accept_device, bool accept_host, const char* a
   std::string damage = guard_damage(it->first, a);
   t.by_start.erase(it);
   t.bytes -= a.size;
+  t.device_bytes[a.device] -= a.size;
   lock.unlock();
   unpoison(a.raw, kAllocationGuardBytes + a.size + a.back_guard);
   std::free(a.raw);
@@ -148,6 +165,13 @@ size_t live_allocation_bytes() {
   detail::Table& t = detail::table();
   std::lock_guard lock(t.mutex);
   return t.bytes;
+}
+
+size_t live_allocation_bytes(int device) {
+  detail::Table& t = detail::table();
+  std::lock_guard lock(t.mutex);
+  const auto it = t.device_bytes.find(device);
+  return it == t.device_bytes.end() ? 0 : it->second;
 }
 
 }  // namespace db::emu

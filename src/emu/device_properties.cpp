@@ -7,6 +7,7 @@
 #include <string>
 
 #include "device_limits.h"
+#include "dreambooth/emu/options.h"
 #include "runtime_state.h"
 
 using namespace db::emu::detail;
@@ -87,10 +88,11 @@ long long attribute_value(cudaDeviceAttr attr) {
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   if (!prop) return set_error(cudaErrorInvalidValue, "[device] cudaGetDeviceProperties: null result pointer");
-  if (device != 0) return set_error(cudaErrorInvalidDevice, "[device] the emulator has one device, 0");
+  if (cudaError_t e = checked_device(device, "device", "cudaGetDeviceProperties")) return e;
   std::memset(prop, 0, sizeof *prop);
   std::strncpy(prop->name, "dreambooth CPU emulator (sm_90 limits)", sizeof prop->name - 1);
-  prop->totalGlobalMem = host_memory_bytes();
+  const size_t limit = db::emu::options().device_memory;
+  prop->totalGlobalMem = limit ? limit : host_memory_bytes();
   prop->sharedMemPerBlock = kSharedStaticLimit;
   prop->sharedMemPerBlockOptin = kSharedOptinLimit;
   prop->sharedMemPerMultiprocessor = kSharedPerMultiprocessor;
@@ -122,7 +124,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
   if (!value) return set_error(cudaErrorInvalidValue, "[device] cudaDeviceGetAttribute: null result pointer");
-  if (device != 0) return set_error(cudaErrorInvalidDevice, "[device] the emulator has one device, 0");
+  if (cudaError_t e = checked_device(device, "device", "cudaDeviceGetAttribute")) return e;
   const long long v = attribute_value(attr);
   if (v < 0)
     return set_error(cudaErrorInvalidValue, "[device] cudaDeviceGetAttribute: attribute " +

@@ -50,6 +50,9 @@ std::string check_configuration(const LaunchSpec& s, cudaError_t* error) {
            "bytes), at most 227 KiB)";
   *error = cudaErrorInvalidResourceHandle;
   if (!valid_stream(s.stream)) return "the stream is not a live stream";
+  if (stream_device(s.stream) != current_device())
+    return "the stream belongs to device " + std::to_string(stream_device(s.stream)) + " but device " +
+           std::to_string(current_device()) + " is current (cudaSetDevice)";
   *error = cudaSuccess;
   return "";
 }
@@ -102,6 +105,12 @@ cudaError_t run_launch(const LaunchSpec& spec, const PointerParam* pointers, int
                           " points to " + (a ? describe(*a) : std::string("host memory")) +
                           "; kernel pointer arguments must be null or inside a device or managed "
                           "allocation");
+    if (a->kind == MemoryKind::Device && !peer_enabled(current_device(), a->device))
+      throw_violation("peer-access", "[peer-access] " + where + " on device " +
+                                         std::to_string(current_device()) + ": argument " +
+                                         std::to_string(pointers[i].index) + " points to " + describe(*a) +
+                                         " and peer access to it is not enabled "
+                                         "(cudaDeviceEnablePeerAccess)");
   }
 
   Launch launch;

@@ -1,5 +1,5 @@
 // Emulator settings from the environment (DB_EMU_SCHEDULE, DB_EMU_CP_ASYNC, DB_EMU_WORKERS,
-// DB_EMU_STACK_KB); see dreambooth/emu/options.h.
+// DB_EMU_STACK_KB, DB_EMU_DEVICES, DB_EMU_PEER, DB_EMU_DEVICE_MB); see dreambooth/emu/options.h.
 #include "dreambooth/emu/options.h"
 
 #include <cstdlib>
@@ -71,6 +71,18 @@ Options options_from_env() {
     if (kb < 16 || kb > (64 << 10)) throw Error("DB_EMU_STACK_KB: expected 16..65536, got ", kb);
     o.stack_bytes = size_t(kb) << 10;
   }
+  if (const char* s = env("DB_EMU_DEVICES")) {
+    const uint64_t n = parse_unsigned("DB_EMU_DEVICES", s);
+    if (n < 1 || n > 16) throw Error("DB_EMU_DEVICES: expected 1..16, got ", n);
+    o.devices = int(n);
+  }
+  if (const char* s = env("DB_EMU_PEER")) {
+    const std::string_view v = s;
+    if (v != "0" && v != "1") throw Error("DB_EMU_PEER: expected 0 or 1, got '", v, "'");
+    o.peer_access = v == "1";
+  }
+  if (const char* s = env("DB_EMU_DEVICE_MB"))
+    o.device_memory = size_t(parse_unsigned("DB_EMU_DEVICE_MB", s)) << 20;
   return o;
 }
 
@@ -98,6 +110,8 @@ std::string describe(const Options& o) {
   s += o.cp_async_eager ? " cp.async=eager" : " cp.async=lazy";
   s += " workers=" + std::to_string(o.workers);
   s += " stack=" + std::to_string(o.stack_bytes >> 10) + "KiB";
+  if (o.devices > 1) s += " devices=" + std::to_string(o.devices) + (o.peer_access ? " peer=1" : " peer=0");
+  if (o.device_memory) s += " device_mb=" + std::to_string(o.device_memory >> 20);
   return s;
 }
 

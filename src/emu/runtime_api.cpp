@@ -1,7 +1,9 @@
 // The CUDA runtime API subset the project calls, defined with the toolkit's own declarations
 // (cuda_runtime_api.h) so host code compiles unchanged; the emulated build links this instead of
 // cudart. Work runs synchronously when enqueued, so stream order holds trivially; events time with the
-// host clock. Misuse returns the runtime's error code, with the explanation in emu::last_violation().
+// host clock. Streams, events and allocations belong to the device current when they were made
+// (devices.cpp: DB_EMU_DEVICES, cudaSetDevice, peer access). Misuse returns the runtime's error code, with
+// the explanation in emu::last_violation().
 #include <cuda_runtime.h>
 #include <unistd.h>
 
@@ -10,16 +12,20 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 
 #include "allocations.h"
+#include "dreambooth/emu/options.h"
 #include "dreambooth/emu/violation.h"
 #include "device_limits.h"
 #include "runtime_state.h"
 
 struct CUstream_st {
   unsigned flags;
+  int device;
 };
 struct CUevent_st {
+  int device;
   std::chrono::steady_clock::time_point time;
   bool recorded = false;
   bool timing = true;
@@ -133,15 +139,40 @@ cudaError_t checked_stream(cudaStream_t s, const char* api) {
   return set_error(cudaErrorInvalidResourceHandle, std::string("[stream] ") + api + ": not a live stream");
 }
 
-cudaError_t allocate_into(void** p, size_t size, MemoryKind kind, const char* api) {
+// Device and managed memory on `device` (limited by DB_EMU_DEVICE_MB); pinned host memory on none.
+cudaError_t allocate_into(void** p, size_t size, MemoryKind kind, int device, const char* api) {
   if (!p) return set_error(cudaErrorInvalidValue, std::string("[malloc] ") + api + ": null result pointer");
   *p = nullptr;
   if (size == 0) return cudaSuccess;
-  *p = allocate(size, kind);
+  const bool host = kind == MemoryKind::PinnedHost;
+  const size_t limit = host ? 0 : db::emu::options().device_memory;
+  AllocateResult result{};
+  *p = allocate(size, kind, host ? -1 : device, limit, &result);
+  if (result == AllocateResult::OverDeviceLimit)
+    return set_error(cudaErrorMemoryAllocation,
+                     std::string("[malloc] ") + api + ": out of memory on device " + std::to_string(device) +
+                         ": " + std::to_string(size) + " bytes asked, " +
+                         std::to_string(db::emu::live_allocation_bytes(device)) + " of " +
+                         std::to_string(limit) + " in use (DB_EMU_DEVICE_MB)");
   if (!*p)
     return set_error(cudaErrorMemoryAllocation, std::string("[malloc] ") + api + ": out of host memory for " +
                                                     std::to_string(size) + " bytes");
   return cudaSuccess;
+}
+
+// cudaMemcpyPeer's pointers must lie in device memory of the devices it names.
+cudaError_t peer_copy(void* dst, int dst_device, const void* src, int src_device, size_t count,
+                      const char* api) {
+  if (cudaError_t e = checked_device(dst_device, "memcpy", api)) return e;
+  if (cudaError_t e = checked_device(src_device, "memcpy", api)) return e;
+  for (auto [p, device, role] : {std::tuple{static_cast<const void*>(dst), dst_device, "destination"},
+                                 std::tuple{src, src_device, "source"}}) {
+    const auto a = db::emu::find_allocation(p);
+    if (count && a && a->kind != MemoryKind::PinnedHost && a->device != device)
+      return set_error(cudaErrorInvalidValue, std::string("[memcpy] ") + api + ": the " + role + " is in " +
+                                                  describe(*a) + ", not on device " + std::to_string(device));
+  }
+  return copy(dst, src, count, cudaMemcpyDeviceToDevice, api);
 }
 
 cudaError_t free_from(void* p, bool device, bool host, const char* api) {
@@ -170,6 +201,11 @@ bool valid_stream(cudaStream_t s) {
   return handles().streams.count(s) != 0;
 }
 
+int stream_device(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return current_device();
+  return s->device;
+}
+
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {
   std::lock_guard lock(handles().mutex);
   handles().max_dynamic_smem[kernel] = bytes;
@@ -187,20 +223,20 @@ using db::emu::MemoryKind;
 using namespace db::emu::detail;
 
 cudaError_t cudaMalloc(void** devPtr, size_t size) {
-  return allocate_into(devPtr, size, MemoryKind::Device, "cudaMalloc");
+  return allocate_into(devPtr, size, MemoryKind::Device, current_device(), "cudaMalloc");
 }
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaMallocAsync")) return e;
-  return allocate_into(devPtr, size, MemoryKind::Device, "cudaMallocAsync");
+  return allocate_into(devPtr, size, MemoryKind::Device, stream_device(stream), "cudaMallocAsync");
 }
 cudaError_t cudaMallocManaged(void** devPtr, size_t size, unsigned int) {
-  return allocate_into(devPtr, size, MemoryKind::Managed, "cudaMallocManaged");
+  return allocate_into(devPtr, size, MemoryKind::Managed, current_device(), "cudaMallocManaged");
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
-  return allocate_into(ptr, size, MemoryKind::PinnedHost, "cudaMallocHost");
+  return allocate_into(ptr, size, MemoryKind::PinnedHost, -1, "cudaMallocHost");
 }
 cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int) {
-  return allocate_into(pHost, size, MemoryKind::PinnedHost, "cudaHostAlloc");
+  return allocate_into(pHost, size, MemoryKind::PinnedHost, -1, "cudaHostAlloc");
 }
 cudaError_t cudaFree(void* devPtr) {
   return free_from(devPtr, true, false, "cudaFree");
@@ -221,6 +257,14 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
   if (cudaError_t e = checked_stream(stream, "cudaMemcpyAsync")) return e;
   return copy(dst, src, count, kind, "cudaMemcpyAsync");
 }
+cudaError_t cudaMemcpyPeer(void* dst, int dstDevice, const void* src, int srcDevice, size_t count) {
+  return peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeer");
+}
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dstDevice, const void* src, int srcDevice, size_t count,
+                                cudaStream_t stream) {
+  if (cudaError_t e = checked_stream(stream, "cudaMemcpyPeerAsync")) return e;
+  return peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeerAsync");
+}
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   return fill(devPtr, value, count, "cudaMemset");
 }
@@ -229,7 +273,10 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
   return fill(devPtr, value, count, "cudaMemsetAsync");
 }
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
-  const size_t all = host_memory_bytes(), used = std::min(all, db::emu::live_allocation_bytes());
+  const size_t limit = db::emu::options().device_memory;
+  const size_t all = limit ? limit : host_memory_bytes();
+  const size_t used = std::min(
+      all, limit ? db::emu::live_allocation_bytes(current_device()) : db::emu::live_allocation_bytes());
   if (free) *free = all - used;
   if (total) *total = all;
   return cudaSuccess;
@@ -239,7 +286,7 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, c
     return set_error(cudaErrorInvalidValue, "[pointer] cudaPointerGetAttributes: null attributes");
   *attributes = {};
   const auto a = db::emu::find_allocation(ptr);
-  attributes->device = 0;
+  attributes->device = a && a->device >= 0 ? a->device : current_device();
   if (!a) {
     attributes->type = cudaMemoryTypeUnregistered;
     attributes->hostPointer = const_cast<void*>(ptr);
@@ -259,7 +306,7 @@ cudaError_t cudaStreamCreate(cudaStream_t* pStream) {
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   if (!pStream) return set_error(cudaErrorInvalidValue, "[stream] cudaStreamCreate: null result pointer");
-  *pStream = new CUstream_st{flags};
+  *pStream = new CUstream_st{flags, current_device()};
   std::lock_guard lock(handles().mutex);
   handles().streams.insert(*pStream);
   return cudaSuccess;
@@ -292,7 +339,7 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   if (!event) return set_error(cudaErrorInvalidValue, "[event] cudaEventCreate: null result pointer");
-  *event = new CUevent_st{};
+  *event = new CUevent_st{current_device(), {}};
   (*event)->timing = !(flags & cudaEventDisableTiming);
   std::lock_guard lock(handles().mutex);
   handles().events.insert(*event);
@@ -302,6 +349,10 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaEventRecord")) return e;
   if (!live_event(event))
     return set_error(cudaErrorInvalidResourceHandle, "[event] cudaEventRecord: not a live event");
+  if (event->device != stream_device(stream))
+    return set_error(cudaErrorInvalidResourceHandle,
+                     "[event] cudaEventRecord: the event belongs to device " + std::to_string(event->device) +
+                         ", the stream to device " + std::to_string(stream_device(stream)));
   event->time = std::chrono::steady_clock::now();
   event->recorded = true;
   return cudaSuccess;
@@ -323,6 +374,10 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
     return set_error(
         cudaErrorInvalidResourceHandle,
         "[event] cudaEventElapsedTime: both events must be live, recorded and created with timing");
+  if (start->device != end->device)
+    return set_error(cudaErrorInvalidResourceHandle,
+                     "[event] cudaEventElapsedTime: the events belong to devices " +
+                         std::to_string(start->device) + " and " + std::to_string(end->device));
   *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
   return cudaSuccess;
 }
@@ -348,21 +403,6 @@ cudaError_t cudaGetLastError(void) {
 cudaError_t cudaPeekAtLastError(void) {
   return last_error;
 }
-cudaError_t cudaGetDeviceCount(int* count) {
-  if (!count) return set_error(cudaErrorInvalidValue, "[device] cudaGetDeviceCount: null result pointer");
-  *count = 1;
-  return cudaSuccess;
-}
-cudaError_t cudaSetDevice(int device) {
-  if (device == 0) return cudaSuccess;
-  return set_error(cudaErrorInvalidDevice, "[device] cudaSetDevice: the emulator has one device, 0");
-}
-cudaError_t cudaGetDevice(int* device) {
-  if (!device) return set_error(cudaErrorInvalidValue, "[device] cudaGetDevice: null result pointer");
-  *device = 0;
-  return cudaSuccess;
-}
-
 cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
   if (!func)
     return set_error(cudaErrorInvalidDeviceFunction, "[attribute] cudaFuncSetAttribute: null kernel");

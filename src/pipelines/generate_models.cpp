@@ -37,17 +37,22 @@ GenerateModels::Info model_info(const ModelFolder& mf, std::string fingerprint) 
   return info;
 }
 
-// The networks (owned or borrowed) on `ops`; host tensors in and out.
+// The networks (owned or borrowed) on `ops` (a GPU pair: the text encoder and VAE on `second`); host
+// tensors in and out.
 class BackendGenerateModels : public GenerateModels {
  public:
-  BackendGenerateModels(Ops& ops, ClipTokenizer tok, SchedulerConfig sched, Info info)
-      : ops_(ops), tok_(std::move(tok)), scheduler_(std::move(sched)), info_(std::move(info)) {}
+  BackendGenerateModels(Ops& ops, ClipTokenizer tok, SchedulerConfig sched, Info info, Ops* second = nullptr)
+      : ops_(ops),
+        second_(second ? *second : ops),
+        tok_(std::move(tok)),
+        scheduler_(std::move(sched)),
+        info_(std::move(info)) {}
   const Info& info() const override { return info_; }
   const ClipTokenizer& tokenizer() const override { return tok_; }
   const SchedulerConfig& scheduler_config() const override { return scheduler_; }
   Tensor encode_text(const Tensor& ids) override {
-    Ctx ctx{ops_};
-    return to_host(ops_, text().forward(ctx, to_backend(ops_, ids)), DType::F32);
+    Ctx ctx{second_};
+    return to_host(second_, text().forward(ctx, to_backend(second_, ids)), DType::F32);
   }
   Tensor unet(const Tensor& sample, const Tensor& timesteps, const Tensor& ehs) override {
     Ctx ctx{ops_};
@@ -58,8 +63,9 @@ class BackendGenerateModels : public GenerateModels {
                    DType::F32);
   }
   Tensor vae_decode(const Tensor& z) override {
-    Ctx ctx{ops_};
-    return to_host(ops_, vae().decode(ctx, to_backend(ops_, z, ops_.activation_dtype())), DType::F32);
+    Ctx ctx{second_};
+    return to_host(second_, vae().decode(ctx, to_backend(second_, z, second_.activation_dtype())),
+                   DType::F32);
   }
 
  protected:
@@ -67,6 +73,7 @@ class BackendGenerateModels : public GenerateModels {
   virtual const UNet2DConditionModel& unet_net() const = 0;
   virtual const AutoencoderKL& vae() const = 0;
   Ops& ops_;
+  Ops& second_;
 
  private:
   ClipTokenizer tok_;
@@ -122,8 +129,8 @@ class LoadedGenerateModels final : public BackendGenerateModels {
 class BorrowedGenerateModels final : public BackendGenerateModels {
  public:
   BorrowedGenerateModels(Ops& ops, const ModelFolder& mf, const ClipTextModel& text,
-                         const UNet2DConditionModel& unet, const AutoencoderKL& vae)
-      : BackendGenerateModels(ops, load_tokenizer(mf), mf.scheduler, model_info(mf, "")),
+                         const UNet2DConditionModel& unet, const AutoencoderKL& vae, Ops* second)
+      : BackendGenerateModels(ops, load_tokenizer(mf), mf.scheduler, model_info(mf, ""), second),
         text_(text),
         unet_(unet),
         vae_(vae) {}
@@ -157,8 +164,8 @@ std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_di
 std::unique_ptr<GenerateModels> borrow_generate_models(Ops& ops, const ModelFolder& mf,
                                                        const ClipTextModel& text,
                                                        const UNet2DConditionModel& unet,
-                                                       const AutoencoderKL& vae) {
-  return std::make_unique<BorrowedGenerateModels>(ops, mf, text, unet, vae);
+                                                       const AutoencoderKL& vae, Ops* second) {
+  return std::make_unique<BorrowedGenerateModels>(ops, mf, text, unet, vae, second);
 }
 
 }  // namespace db

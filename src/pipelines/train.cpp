@@ -66,20 +66,24 @@ std::string hms(double s) {
 
 // The whole models' f32 masters and AdamW moments in host memory, gathered from the ranks where the
 // optimizer is sharded (a collective: every rank calls it; only rank 0 gets the unsharded ones, it
-// alone writes). A frozen text encoder has no moments.
+// alone writes). A frozen text encoder has no moments. A GPU pair gathers the text encoder on its
+// device over te_comm (null: comm).
 struct HostState {
   Tensor unet, text_encoder;  // masters
   std::vector<std::pair<std::string, Tensor>> moments;
 };
-HostState gather_state(Ops& ops, Communicator& comm, const TrainState& st, bool with_moments) {
+HostState gather_state(Ops& ops, Communicator& comm, Communicator* te_comm, const TrainState& st,
+                       bool with_moments) {
   HostState h;
   for (const auto& [name, b, master] :
        {std::tuple<const char*, const ModelBuffers*, Tensor*>{"unet", &st.unet_buf, &h.unet},
         {"text_encoder", &st.te_buf, &h.text_encoder}}) {
-    if (b->master_sharded || comm.rank() == 0) *master = b->full_master_host(ops, &comm);
+    Ops& bo = st.ops_for(*b, ops);
+    Communicator* c = &bo != &ops && te_comm ? te_comm : &comm;
+    if (b->master_sharded || comm.rank() == 0) *master = b->full_master_host(bo, c);
     if (with_moments && b->trained() && (b->sharded() || comm.rank() == 0)) {
-      h.moments.emplace_back(std::string(name) + ".m", b->full_moment_host(ops, &comm, b->m));
-      h.moments.emplace_back(std::string(name) + ".v", b->full_moment_host(ops, &comm, b->v));
+      h.moments.emplace_back(std::string(name) + ".m", b->full_moment_host(bo, c, b->m));
+      h.moments.emplace_back(std::string(name) + ".v", b->full_moment_host(bo, c, b->v));
     }
   }
   return h;
@@ -89,7 +93,7 @@ constexpr const char* kLoraWeights = "pytorch_lora_weights.safetensors";
 
 void write_lora_output(Ops& ops, const std::string& path, const TrainState& st, DType dtype) {
   const Tensor up = to_host(ops, st.unet_lora.master);
-  const Tensor tp = st.te_lora.trained() ? to_host(ops, st.te_lora.master) : Tensor();
+  const Tensor tp = st.te_lora.trained() ? to_host(st.ops_for(st.te_lora, ops), st.te_lora.master) : Tensor();
   write_lora_weights(path, st.unet_lora.reg, up, st.te_lora.trained() ? &st.te_lora.reg : nullptr,
                      st.te_lora.trained() ? &tp : nullptr, st.lora.scale(),
                      st.lora.alpha > 0 ? st.lora.alpha : float(st.lora.rank), dtype);
@@ -104,7 +108,7 @@ void write_lora_checkpoint(Ops& ops, const std::string& dir, const TrainState& s
     if (b->trained())
       for (const auto& [suffix, x] :
            {std::pair<const char*, const Tensor*>{".master", &b->master}, {".m", &b->m}, {".v", &b->v}})
-        t.emplace_back(name + suffix, to_host(ops, *x));
+        t.emplace_back(name + suffix, to_host(st.ops_for(*b, ops), *x));
   write_safetensors(dir + "/lora.safetensors", t, {{"adam_step", std::to_string(st.adam_step)}});
   write_lora_output(ops, dir + "/" + kLoraWeights, st, DType::F32);
 }
@@ -159,21 +163,22 @@ void load_checkpoint(Ops& ops, const std::string& ckpt, TrainState& st) {
     for (const auto& [name, b] :
          {std::pair<std::string, ModelBuffers*>{"unet", &st.unet_lora}, {"text_encoder", &st.te_lora}})
       if (b->trained()) {
-        read_flat(ops, f, name + ".master", *b, b->master);
-        read_flat(ops, f, name + ".m", *b, b->m);
-        read_flat(ops, f, name + ".v", *b, b->v);
-        b->refresh_working(ops);
+        Ops& bo = st.ops_for(*b, ops);
+        read_flat(bo, f, name + ".master", *b, b->master);
+        read_flat(bo, f, name + ".m", *b, b->m);
+        read_flat(bo, f, name + ".v", *b, b->v);
+        b->refresh_working(bo);
       }
     return;
   }
   upload_weights(ops, ckpt + "/unet", Component::UNet, st.unet_buf);
-  upload_weights(ops, ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
+  upload_weights(st.ops_for(st.te_buf, ops), ckpt + "/text_encoder", Component::TextEncoder, st.te_buf);
   const SafetensorsFile f = SafetensorsFile::open(ckpt + "/optimizer.safetensors");
   read_flat(ops, f, "unet.m", st.unet_buf, st.unet_buf.m);
   read_flat(ops, f, "unet.v", st.unet_buf, st.unet_buf.v);
   if (st.te_buf.trained()) {
-    read_flat(ops, f, "text_encoder.m", st.te_buf, st.te_buf.m);
-    read_flat(ops, f, "text_encoder.v", st.te_buf, st.te_buf.v);
+    read_flat(st.ops_for(st.te_buf, ops), f, "text_encoder.m", st.te_buf, st.te_buf.m);
+    read_flat(st.ops_for(st.te_buf, ops), f, "text_encoder.v", st.te_buf, st.te_buf.v);
   }
 }
 
@@ -398,16 +403,26 @@ TrainResult run_train(const TrainOptions& o) {
   }
   const RunIdentity id{model_fingerprint(o.model), data_fingerprint(o.instance, o.class_data)};
   const NoiseSchedule sched(base.scheduler);
-  const std::unique_ptr<Ops> ops = make_ops(o.device);
+  // --gpus-per-rank 2: the UNet's backend first, the text encoder's (and VAE encoder's) second.
+  OpsPair pair = o.gpus_per_rank == 2 ? make_ops_pair(o.device) : OpsPair{};
+  const std::unique_ptr<Ops> ops = pair.first ? std::move(pair.first) : make_ops(o.device);
+  Ops* const te_ops = pair.second.get();
+  if (te_ops && w.is_root())
+    log_info("train: --gpus-per-rank 2: UNet on CUDA device ", pair.first_device, ", text encoder on ",
+             pair.second_device, ", copies between them ",
+             pair.peer ? "peer to peer" : "staged through the host (no peer access)");
   const CudaBackend* cb = linked_cuda_backend ? linked_cuda_backend() : nullptr;
-  const std::unique_ptr<Communicator> comm =
-      make_communicator(*ops, ops->device() == Device::CUDA && cb && !cb->emulated);
+  const bool real_gpu = ops->device() == Device::CUDA && cb && !cb->emulated;
+  const std::unique_ptr<Communicator> comm = make_communicator(*ops, real_gpu);
+  // A GPU pair: one communicator per lane (NCCL binds one device each), the second for the text encoder.
+  const std::unique_ptr<Communicator> te_comm =
+      te_ops && w.size > 1 ? make_communicator(*te_ops, real_gpu) : nullptr;
   const bool lora = o.lora_rank > 0;
   if (lora && o.shard_optimizer)
     throw UsageError(
         "train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
         "are small, train them without it");
-  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora);
+  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora, te_ops);
   if (w.size > 1 && w.is_root())
     log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
   if (lora) {
@@ -513,15 +528,16 @@ TrainResult run_train(const TrainOptions& o) {
   const float offset = o.offset_noise ? kDreamboothOffsetNoise : 0.f;
 
   // The frozen base VAE, loaded on first use: the encoder for shards without cached latents, the
-  // decoder for validation images.
+  // decoder for validation images. A GPU pair keeps it on the second device, beside the text encoder.
+  Ops& vae_ops = te_ops ? *te_ops : *ops;
   std::unique_ptr<AutoencoderKL> vae;
   ParamRegistry vae_reg;
   Tensor vae_p;
   auto ensure_vae = [&]() -> AutoencoderKL& {
     if (!vae) {
       vae_reg = base.registry(Component::Vae);
-      vae_p = to_backend(*ops, base.load(Component::Vae, vae_reg), ops->activation_dtype());
-      ops->synchronize();
+      vae_p = to_backend(vae_ops, base.load(Component::Vae, vae_reg), vae_ops.activation_dtype());
+      vae_ops.synchronize();
       vae = std::make_unique<AutoencoderKL>(base.vae, vae_reg, vae_p);
     }
     return *vae;
@@ -558,7 +574,8 @@ TrainResult run_train(const TrainOptions& o) {
   auto run_validation = [&](int64_t at_step) {
     if (w.is_root()) {
       const double tv = now_s();
-      if (!val_models) val_models = borrow_generate_models(*ops, base, *st.te, *st.unet, ensure_vae());
+      if (!val_models)
+        val_models = borrow_generate_models(*ops, base, *st.te, *st.unet, ensure_vae(), te_ops);
       const std::string dir = validation_dir(o.out, at_step);
       fs::create_directories(o.out + "/validation");
       AtomicDir tmp(dir);
@@ -579,7 +596,7 @@ TrainResult run_train(const TrainOptions& o) {
     barrier();
   };
 
-  Ctx ctx{*ops};
+  Ctx ctx{*ops}, vae_ctx{vae_ops};
   TrainResult res;
   res.start_step = step;
   res.output = o.out;
@@ -592,7 +609,7 @@ TrainResult run_train(const TrainOptions& o) {
       throw Error("train: injected failure at step ", step, " (DREAMBOOTH_FAIL_RANK/DREAMBOOTH_FAIL_STEP)");
     const double t0 = now_s();
     double wait = 0;
-    TrainStep ts(ctx, st, sched, so, comm.get(), size_t(o.bucket_mb * (1 << 20)));
+    TrainStep ts(ctx, st, sched, so, comm.get(), size_t(o.bucket_mb * (1 << 20)), te_comm.get());
     for (int a = 0; a < accum; ++a) {
       Batch b = loader.next();
       wait += b.wait_seconds;
@@ -605,7 +622,8 @@ TrainResult run_train(const TrainOptions& o) {
       Tensor mean = b.latent_mean, logvar = b.latent_logvar;
       if (!b.latents)
         split_moments(
-            to_host(*ops, ensure_vae().encode(ctx, to_backend(*ops, b.pixels, ops->activation_dtype())),
+            to_host(vae_ops,
+                    ensure_vae().encode(vae_ctx, to_backend(vae_ops, b.pixels, vae_ops.activation_dtype())),
                     DType::F32),
             &mean, &logvar);
       mb.latents = latents_from_moments(mean, logvar, draw_latent_eps(o.seed, key, b.slot, mean.shape()),
@@ -648,6 +666,8 @@ TrainResult run_train(const TrainOptions& o) {
     const double dt = now_s() - t0;
     const MemoryStats mem = ops->memory_stats();  // backend memory: device memory on a GPU
     ops->reset_peak_memory();
+    const MemoryStats mem2 = te_ops ? te_ops->memory_stats() : MemoryStats{};
+    if (te_ops) te_ops->reset_peak_memory();
     ema_step = ema_step == 0 ? dt : 0.8 * ema_step + 0.2 * dt;
     res.last_loss = losses[0];
     if (w.is_root()) {
@@ -663,6 +683,10 @@ TrainResult run_train(const TrainOptions& o) {
                           {"rss_mb", rss_mb()},
                           {"mem_peak_mb", double(mem.peak) / (1 << 20)},
                           {"mem_reserved_mb", double(mem.reserved) / (1 << 20)}};
+      if (te_ops) {  // the pair's second device (text encoder)
+        m["mem_peak_mb_second"] = double(mem2.peak) / (1 << 20);
+        m["mem_reserved_mb_second"] = double(mem2.reserved) / (1 << 20);
+      }
       metrics.append_line(m.dump());
       const double t = now_s();
       if (o.progress_seconds <= 0 || t - last_print >= o.progress_seconds || step == total ||
@@ -685,7 +709,8 @@ TrainResult run_train(const TrainOptions& o) {
       if (w.is_root())
         log_warn("train: step ", step, " was skipped (non-finite); no checkpoint written for it");
     } else if (due || stopping) {
-      const HostState host = gather_state(*ops, *comm, st, true);  // every rank: a collective when sharded
+      const HostState host =
+          gather_state(*ops, *comm, te_comm.get(), st, true);  // every rank: a collective when sharded
       if (w.is_root()) {
         metrics.sync();  // the log on disk reaches at least every checkpoint's step
         const nlohmann::json s =
@@ -719,7 +744,7 @@ TrainResult run_train(const TrainOptions& o) {
     res.output = o.out + "/" + kLoraWeights;
     log_info("train: wrote the LoRA weights to ", res.output, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");
-  } else if (const HostState host = gather_state(*ops, *comm, st, false); w.is_root()) {
+  } else if (const HostState host = gather_state(*ops, *comm, te_comm.get(), st, false); w.is_root()) {
     write_pipeline(o.out, st, host, base, save_dtype);
     log_info("train: wrote the pipeline to ", o.out, " (", hms(now_s() - t_start), " total, ",
              res.skipped_steps, " steps skipped)");

@@ -15,6 +15,14 @@ namespace {
 Tensor flat(const Tensor& t) {
   return t.view({t.numel()});
 }
+
+// t (on `from`) as a tensor of `to`: itself on one backend, else a copy to the pair's other device.
+Tensor on(Ops& to, Ops& from, const Tensor& t) {
+  if (&to == &from) return t;
+  Tensor out = to.empty(t.shape(), t.dtype());
+  to.copy_from(from, t, out);
+  return out;
+}
 }  // namespace
 
 ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained) {
@@ -102,7 +110,7 @@ int64_t TrainState::shard_optimizer(Ops& ops, int rank, int size) {
   int64_t saved = 0;
   for (ModelBuffers* b : {&unet_buf, &te_buf})
     if (b->trained()) {
-      b->shard_optimizer(ops, ShardLayout(b->reg.total_numel(), size), rank);
+      b->shard_optimizer(ops_for(*b, ops), ShardLayout(b->reg.total_numel(), size), rank);
       saved += b->sharding_saves_bytes();
     }
   return saved;
@@ -133,7 +141,7 @@ void TrainState::enable_lora(Ops& ops, const LoraOptions& lo, uint64_t seed) {
   if (lo.text_encoder) {
     ParamRegistry tr = build_lora_registry(te_buf.reg, lora_text_targets(), lo.rank);
     const Tensor tp = init_lora_params(tr, seed, 1);
-    te_lora = ModelBuffers::create(ops, std::move(tr), tp, true);
+    te_lora = ModelBuffers::create(te_ops ? *te_ops : ops, std::move(tr), tp, true);
   }
   bind();
 }
@@ -147,25 +155,28 @@ std::vector<ModelBuffers*> TrainState::trained_buffers() {
 
 TrainState TrainState::from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                             const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                            bool train_text_encoder, bool train_unet) {
+                            bool train_text_encoder, bool train_unet, Ops* te_ops) {
   TrainState s;
   s.unet_cfg = uc;
   s.te_cfg = tc;
+  s.te_ops = te_ops;
   s.unet_buf = ModelBuffers::create(ops, ureg, up, train_unet);
-  s.te_buf = ModelBuffers::create(ops, treg, tp, train_text_encoder);
+  s.te_buf = ModelBuffers::create(te_ops ? *te_ops : ops, treg, tp, train_text_encoder);
   s.bind();
   return s;
 }
 
-TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet) {
+TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet,
+                            Ops* te_ops) {
   ParamRegistry ureg = folder.registry(Component::UNet), treg = folder.registry(Component::TextEncoder);
   const Tensor up = folder.load(Component::UNet, ureg);
   const Tensor tp = folder.load(Component::TextEncoder, treg);
-  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder, train_unet);
+  return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder, train_unet,
+              te_ops);
 }
 
 void TrainState::zero_grads(Ops& ops) {
-  for (ModelBuffers* b : trained_buffers()) ops.fill(b->grad, 0.f);
+  for (ModelBuffers* b : trained_buffers()) ops_for(*b, ops).fill(b->grad, 0.f);
 }
 
 void prepare_targets(const NoiseSchedule& sched, MicroBatch& mb) {
@@ -207,18 +218,28 @@ LossParts combine_losses(const float* sample_mse, const MicroBatch& mb, const No
 }
 
 TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
-                     Communicator* comm, size_t bucket_bytes)
-    : ctx_(ctx), st_(st), sched_(sched), opt_(opt), comm_(comm && comm->size() > 1 ? comm : nullptr) {
+                     Communicator* comm, size_t bucket_bytes, Communicator* te_comm)
+    : ctx_(ctx),
+      st_(st),
+      sched_(sched),
+      opt_(opt),
+      comm_(comm && comm->size() > 1 ? comm : nullptr),
+      te_comm_(st.te_ops ? te_comm : comm_) {
+  DB_CHECK(!comm_ || (te_comm_ && te_comm_->size() == comm_->size()), "train step: a GPU pair over ",
+           comm_ ? comm_->size() : 1, " ranks needs a communicator for its second devices");
   if (comm_) {
     reducer_ = std::make_unique<GradientReducer>(*comm_, ctx.ops, bucket_bytes);
+    // A GPU pair reduces the text encoder's gradients on its second devices, over their own communicator.
+    if (st.te_ops) te_reducer_ = std::make_unique<GradientReducer>(*te_comm_, *st.te_ops, bucket_bytes);
     auto shard = [](const ModelBuffers& b) { return b.sharded() ? &b.shard : nullptr; };
     if (st.unet_buf.trained())
       reducer_->attach("unet", st.unet_buf.reg, st.unet_buf.grad, shard(st.unet_buf));
     if (st.te_buf.trained())
-      reducer_->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
+      reducer_for("text_encoder")->attach("text_encoder", st.te_buf.reg, st.te_buf.grad, shard(st.te_buf));
     // LoRA: the adapters' gradients are small; finish() reduces them in one go (nothing announced).
     if (st.unet_lora.trained()) reducer_->attach("unet_lora", st.unet_lora.reg, st.unet_lora.grad);
-    if (st.te_lora.trained()) reducer_->attach("text_encoder_lora", st.te_lora.reg, st.te_lora.grad);
+    if (st.te_lora.trained())
+      reducer_for("text_encoder")->attach("text_encoder_lora", st.te_lora.reg, st.te_lora.grad);
   }
   for (const ModelBuffers* b : {&st.unet_buf, &st.te_buf})
     DB_CHECK(!b->sharded() || (comm_ && b->shard.ranks() == comm_->size()),
@@ -227,6 +248,14 @@ TrainStep::TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const
 }
 
 TrainStep::~TrainStep() = default;
+
+GradientReducer* TrainStep::reducer_for(const std::string& model) const {
+  return te_reducer_ && model.starts_with("text_encoder") ? te_reducer_.get() : reducer_.get();
+}
+
+Communicator* TrainStep::comm_for(const ModelBuffers& b) const {
+  return &st_.ops_for(b, ctx_.ops) == &ctx_.ops ? comm_ : te_comm_;
+}
 
 void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   DB_CHECK(!updated_, "train step: micro_batch after update");
@@ -239,17 +268,21 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   DB_CHECK(int64_t(mb.timesteps.size()) == S && mb.ids.dim(0) == S, "train step: batch sizes disagree");
   prepare_targets(sched_, mb);
   Ops& ops = ctx_.ops;
+  // A GPU pair: the text encoder runs on the second device, its hidden states are copied to the UNet's
+  // and their gradient back.
+  Ops& te_ops = st_.te_ops ? *st_.te_ops : ops;
+  Ctx te_ctx{te_ops};
   const DType act = ops.activation_dtype();
 
   Tensor tf = Tensor::empty({S});
   for (int64_t i = 0; i < S; ++i) tf.f32()[i] = float(mb.timesteps[size_t(i)]);
-  const Tensor t_dev = to_backend(ops, tf), ids = to_backend(ops, mb.ids);
+  const Tensor t_dev = to_backend(ops, tf), ids = to_backend(te_ops, mb.ids);
   const Tensor noisy = to_backend(ops, mb.noisy, act), target = to_backend(ops, mb.target, DType::F32);
 
   const bool train_te = opt_.train_text_encoder && st_.te_trained();
   ClipTextModel::Saved ts;
   ts.gradient_checkpointing = opt_.gradient_checkpointing;
-  Tensor ehs = st_.te->forward(ctx_, ids, train_te ? &ts : nullptr);
+  const Tensor ehs = on(ops, te_ops, st_.te->forward(te_ctx, ids, train_te ? &ts : nullptr));
   UNet2DConditionModel::Saved us;
   us.gradient_checkpointing = opt_.gradient_checkpointing;
   Tensor pred = st_.unet->forward(ctx_, noisy, t_dev, ehs, &us);
@@ -262,18 +295,18 @@ void TrainStep::micro_batch(MicroBatch mb, float grad_scale, bool last) {
   mse_.push_back(mse);
 
   // The last micro-batch's backward announces finished blocks to the reducer.
-  Ctx bctx{ops};
-  auto announce = [&](const char* model) {
+  Ctx bctx{ops}, te_bctx{te_ops};
+  auto announce = [&](Ctx& c, const char* model) {
     if (last && reducer_ && !st_.lora_enabled())
-      bctx.grads_ready = [this, model](const std::string& p) { reducer_->ready(model, p); };
+      c.grads_ready = [this, model](const std::string& p) { reducer_for(model)->ready(model, p); };
   };
-  announce("unet");
+  announce(bctx, "unet");
   if (train_te) {
     Tensor dehs = ctx_.alloc(ehs.shape());
     ops.fill(dehs, 0.f);
     st_.unet->backward(bctx, us, dpred, st_.unet_grad.get(), &dehs);
-    announce("text_encoder");
-    st_.te->backward(bctx, ts, dehs, st_.te_grad.get());
+    announce(te_bctx, "text_encoder");
+    st_.te->backward(te_bctx, ts, on(te_ops, ops, dehs), st_.te_grad.get());
   } else {
     st_.unet->backward(bctx, us, dpred, st_.unet_grad.get(), nullptr);
   }
@@ -285,6 +318,7 @@ void TrainStep::update(int64_t step) {
   Ops& ops = ctx_.ops;
   const OpsRange range(ops, "optimizer");
   if (reducer_) reducer_->finish();  // every rank now holds the averaged gradient
+  if (te_reducer_) te_reducer_->finish();
 
   // Losses of every rank summed: finite exactly when finite on every rank.
   int64_t total = 0;
@@ -306,9 +340,13 @@ void TrainStep::update(int64_t step) {
   for (const ModelBuffers* b : models) sharded = sharded || b->sharded();
   for (size_t i = 0; i < models.size(); ++i) {
     const ModelBuffers& b = *models[i];
+    Ops& bo = st_.ops_for(b, ops);
     Tensor out = sumsq_.slice(int64_t(i), int64_t(i) + 1);
     if (sharded && !b.sharded() && comm_->rank() != 0) continue;  // stays 0
-    if (b.own_end > b.own_begin) ops.sum_of_squares(flat(b.grad).slice(b.own_begin, b.own_end), out);
+    if (b.own_end <= b.own_begin) continue;
+    Tensor part = &bo == &ops ? out : bo.empty({1}, DType::F64);  // a pair: the norm is taken on the UNet's
+    bo.sum_of_squares(flat(b.grad).slice(b.own_begin, b.own_end), part);
+    if (&bo != &ops) ops.copy_from(bo, part, out);
   }
   if (sharded) comm_->allreduce_sum(sumsq_);  // the global norm
   coef_ = ops.empty({2}, DType::F32);
@@ -322,21 +360,25 @@ void TrainStep::update(int64_t step) {
   p.eps = opt_.adam.eps;
   p.weight_decay = opt_.adam.weight_decay;
   p.step = st_.adam_step + 1;
-  for (ModelBuffers* b : models)
+  const Tensor te_coef = st_.te_ops ? on(*st_.te_ops, ops, coef_) : coef_;
+  for (ModelBuffers* b : models) {
+    Ops& bo = st_.ops_for(*b, ops);  // a GPU pair: the text encoder's on the second device
+    const Tensor& coef = &bo == &ops ? coef_ : te_coef;
     if (b->sharded()) {
       // The owned range: of the sharded master (whole buffer) or of the whole one; the working copy's
       // owned range is written by AdamW when separate, and the updated weights are all-gathered.
       if (b->own_end > b->own_begin) {
         Tensor master = b->master_sharded ? flat(b->master) : flat(b->master).slice(b->own_begin, b->own_end);
         Tensor working = flat(b->working).slice(b->own_begin, b->own_end);
-        ops.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v,
-                       b->master_sharded ? &working : nullptr, p, coef_);
+        bo.adamw_step(master, flat(b->grad).slice(b->own_begin, b->own_end), b->m, b->v,
+                      b->master_sharded ? &working : nullptr, p, coef);
       }
-      comm_->all_gather(b->master_sharded ? b->working : b->master, b->shard.counts());
+      comm_for(*b)->all_gather(b->master_sharded ? b->working : b->master, b->shard.counts());
     } else {
       Tensor* working = b->working.raw() == b->master.raw() ? nullptr : &b->working;
-      ops.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef_);
+      bo.adamw_step(b->master, b->grad, b->m, b->v, working, p, coef);
     }
+  }
   st_.zero_grads(ops);
   updated_ = true;
 }
@@ -366,7 +408,8 @@ StepResult TrainStep::finish() {
   ctx_.ops.download(sumsq_, sumsq.data());
   ctx_.ops.download(coef_, coef);
   StepResult r;
-  r.loss = losses();  // synchronises: one wait for everything downloaded
+  if (st_.te_ops) st_.te_ops->synchronize();  // the text encoder's update, on the pair's second device
+  r.loss = losses();                          // synchronises: one wait for everything downloaded
   double total = 0;
   for (const double x : sumsq) total += x;
   r.update.grad_norm = std::sqrt(total);

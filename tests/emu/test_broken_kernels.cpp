@@ -110,7 +110,7 @@ TEST(EmuBroken, GlobalOverrunHitsTheAllocationGuard) {
   DeviceBuffer<float> y(100);
   const std::string m =
       expect_violation("global-guard", [&] { broken_kernels::global_overrun(y.get(), 100); });
-  EXPECT_TRUE(contains(m, "(400 bytes, device)")) << m;
+  EXPECT_TRUE(contains(m, "(400 bytes, device 0)")) << m;
   EXPECT_TRUE(contains(m, "the first at byte 400")) << m;
   EXPECT_TRUE(contains(m, "global_overrun_kernel")) << m;
 }
@@ -254,7 +254,7 @@ TEST(EmuBroken, CpAsyncSourceOutsideItsAllocation) {
   EXPECT_EQ(broken_kernels::cp_async_source(x.get(), y.get(), 4), cudaSuccess);  // floats 4..7: inside
   const std::string m =
       expect_violation("cp-async", [&] { broken_kernels::cp_async_source(x.get(), y.get(), 8); });
-  EXPECT_TRUE(contains(m, "(32 bytes, device)")) << m;
+  EXPECT_TRUE(contains(m, "(32 bytes, device 0)")) << m;
 }
 
 TEST(EmuBroken, TrapEndsTheLaunch) {

@@ -62,6 +62,12 @@ TEST(EmuOptions, ParsedFromTheEnvironment) {
   EXPECT_EQ(o.workers, 3);
   EXPECT_EQ(o.stack_bytes, size_t(128) << 10);
   EXPECT_EQ(emu::describe(o), "schedule=random:77 cp.async=eager workers=3 stack=128KiB");
+  ScopedEnv d("DB_EMU_DEVICES", "2"), p("DB_EMU_PEER", "0"), m("DB_EMU_DEVICE_MB", "64");
+  const emu::Options o2 = emu::options_from_env();
+  EXPECT_EQ(o2.devices, 2);
+  EXPECT_FALSE(o2.peer_access);
+  EXPECT_EQ(o2.device_memory, size_t(64) << 20);
+  EXPECT_TRUE(emu::describe(o2).ends_with("devices=2 peer=0 device_mb=64")) << emu::describe(o2);
 }
 
 TEST(EmuOptions, BadValuesAreErrors) {
@@ -71,6 +77,10 @@ TEST(EmuOptions, BadValuesAreErrors) {
   }
   {
     ScopedEnv s("DB_EMU_WORKERS", "0");
+    EXPECT_THROW(emu::options_from_env(), Error);
+  }
+  for (const char* n : {"0", "17"}) {
+    ScopedEnv s("DB_EMU_DEVICES", n);
     EXPECT_THROW(emu::options_from_env(), Error);
   }
   {
@@ -182,7 +192,7 @@ TEST(EmuRuntime, OneSm90DeviceWithAnHonestName) {
   EXPECT_EQ(cudaGetDeviceCount(&n), cudaSuccess);
   EXPECT_EQ(n, 1);
   EXPECT_EQ(cudaSetDevice(0), cudaSuccess);
-  EXPECT_EQ(cudaSetDevice(1), cudaErrorInvalidDevice);
+  EXPECT_EQ(cudaSetDevice(1), cudaErrorInvalidDevice);  // one device unless DB_EMU_DEVICES says more
   EXPECT_EQ(cudaGetDevice(&dev), cudaSuccess);
   EXPECT_EQ(dev, 0);
   cudaDeviceProp p{};

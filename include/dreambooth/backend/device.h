@@ -27,6 +27,9 @@ struct CudaBackend {
   // Toolchain self-check on device 0 (a Philox stream drawn on the device equals the CPU's); false and
   // a reason in `report` when it differs or fails.
   bool (*self_check)(std::string* report) = nullptr;
+  // Lets each of the two devices reach the other's memory directly when the hardware can (peer DMA for
+  // copies between them); false when it cannot (copies are then staged through the host by the driver).
+  bool (*enable_peer_access)(int a, int b) = nullptr;
 };
 const CudaBackend* linked_cuda_backend() __attribute__((weak));
 
@@ -44,5 +47,15 @@ const char* backend_name(BackendKind k);
 // The backend for `device` ("auto", "cpu" or "cuda", as select_backend). A CUDA backend uses the device
 // local_rank % devices, the local rank read from Open MPI's, Slurm's or MPICH's environment (0 if none).
 std::unique_ptr<Ops> make_ops(const std::string& device = "auto");
+
+// A GPU pair for one rank (train --gpus-per-rank 2): CUDA backends on devices 2 * local_rank and
+// 2 * local_rank + 1, peer access enabled between them when possible (*peer says whether). A UsageError
+// (exit 2) when `device` selects the CPU or the node has too few devices.
+struct OpsPair {
+  std::unique_ptr<Ops> first, second;
+  int first_device = 0, second_device = 1;
+  bool peer = false;
+};
+OpsPair make_ops_pair(const std::string& device);
 
 }  // namespace db

@@ -101,6 +101,10 @@ class Ops {
   virtual void fill(Tensor& t, float value) = 0;
   // dst = src, same shape and dtype, both this backend's.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // dst (this backend's) = src (`from`'s: another device of a GPU pair, --gpus-per-rank 2), same shape
+  // and dtype; ordered after the work issued so far on both backends and before later work on either,
+  // without a host wait. The base version serves one backend, or two CPU ones (tests).
+  virtual void copy_from(Ops& from, const Tensor& src, Tensor& dst);
   // dst = src converted between float dtypes (F32 <-> BF16 / F16, round to nearest even), same shape.
   virtual void cast(const Tensor& src, Tensor& dst) = 0;
   // dst.nbytes() bytes of host memory (dst's dtype) into dst; asynchronous (the host buffer must stay

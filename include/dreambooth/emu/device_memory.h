@@ -15,11 +15,13 @@ struct AllocationInfo {
   size_t size;
   MemoryKind kind;
   uint64_t id;  // 1, 2, ... in allocation order (named in messages)
+  int device;   // the device current at allocation; -1 for pinned host memory
 };
 
 // The allocation containing p (p == base + size counts, as a one-past-the-end pointer), if any.
 std::optional<AllocationInfo> find_allocation(const void* p);
 size_t live_allocation_count();
 size_t live_allocation_bytes();
+size_t live_allocation_bytes(int device);  // device and managed allocations made on `device`
 
 }  // namespace db::emu

@@ -99,12 +99,13 @@ std::unique_ptr<GenerateModels> load_generate_models(const std::string& model_di
 // are borrowed, not copied, and must outlive the returned object; their parameters are read at each
 // call, so updates to the flat buffers they view are seen. The tokenizer and scheduler come from `mf`
 // (only tokenizer/vocab.json + merges.txt are read; no weights). info().fingerprint is "".
-// `ops` is the backend the networks' parameters live on. Computes exactly what
-// load_generate_models(mf.dir()) computes on that backend for the same parameter values.
+// `ops` is the backend the networks' parameters live on (`second`, when given: the text encoder's and
+// the VAE's, a GPU pair's second device). Computes exactly what load_generate_models(mf.dir()) computes
+// on that backend for the same parameter values.
 std::unique_ptr<GenerateModels> borrow_generate_models(Ops& ops, const ModelFolder& mf,
                                                        const ClipTextModel& text,
                                                        const UNet2DConditionModel& unet,
-                                                       const AutoencoderKL& vae);
+                                                       const AutoencoderKL& vae, Ops* second = nullptr);
 
 // A cheap, stable identity of a model folder, recorded in manifest.jsonl: SHA-256 over model_index.json,
 // every component's config.json / scheduler_config.json, the tokenizer's vocab.json + merges.txt, and

@@ -77,6 +77,9 @@ struct TrainOptions {
   bool overwrite = false;          // a fresh run may remove an earlier run's checkpoints in OUT
   std::string metrics;             // "" -> OUT/metrics.jsonl
   std::string device = "auto";
+  // 2: the UNet on GPU 2 * local_rank, the text encoder (and the VAE encoder) on GPU 2 * local_rank + 1
+  // (the Ray example's workers); CUDA only; one rank per pair (mpirun -np N: N pairs).
+  int gpus_per_rank = 1;
   float lr = 5e-6f;
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8, weight_decay = 1e-2;
   std::string lr_scheduler = "constant";

@@ -120,6 +120,13 @@ struct TrainState {
   ModelBuffers unet_lora, te_lora;
   LoraOptions lora;
   int64_t adam_step = 0;  // optimizer updates applied so far (AdamW bias correction)
+  // --gpus-per-rank 2: the text encoder's buffers (te_buf, te_lora: weights, gradients, moments) live on
+  // this second backend, the UNet's on the trainer's; null: everything on the trainer's backend.
+  Ops* te_ops = nullptr;
+  // The backend holding `b` (one of this state's buffers), given the trainer's.
+  Ops& ops_for(const ModelBuffers& b, Ops& ops) const {
+    return te_ops && (&b == &te_buf || &b == &te_lora) ? *te_ops : ops;
+  }
 
   std::unique_ptr<UNet2DConditionModel> unet, unet_grad;
   std::unique_ptr<ClipTextModel> te, te_grad;  // te_grad null when frozen
@@ -136,12 +143,13 @@ struct TrainState {
   std::vector<ModelBuffers*> trained_buffers();
   // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
   // train_unet false: no UNet gradient or moment buffers either (LoRA: enable_lora next).
-  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder,
-                         bool train_unet = true);
+  // te_ops: where the text encoder goes (null: `ops`).
+  static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet = true,
+                         Ops* te_ops = nullptr);
   // From configs and host parameter buffers (tests).
   static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                         bool train_text_encoder, bool train_unet = true);
+                         bool train_text_encoder, bool train_unet = true, Ops* te_ops = nullptr);
   void zero_grads(Ops& ops);
   // ZeRO-1 over `size` ranks for every trained model; returns the bytes saved on this rank.
   int64_t shard_optimizer(Ops& ops, int rank, int size);
@@ -185,9 +193,11 @@ struct StepResult {
 class TrainStep {
  public:
   // comm: null or size 1 for a single rank. Gradients are reduced block by block as backward finishes
-  // them (Ctx::grads_ready) during the last micro-batch, in buckets of at least bucket_bytes.
+  // them (Ctx::grads_ready) during the last micro-batch, in buckets of at least bucket_bytes. te_comm: a
+  // GPU pair's second communicator (over st.te_ops, the ranks' second devices) for the text encoder's.
   TrainStep(Ctx& ctx, TrainState& st, const NoiseSchedule& sched, const StepOptions& opt,
-            Communicator* comm = nullptr, size_t bucket_bytes = size_t(25) << 20);
+            Communicator* comm = nullptr, size_t bucket_bytes = size_t(25) << 20,
+            Communicator* te_comm = nullptr);
   ~TrainStep();
   // Forward and backward of one micro-batch: gradients are ADDED, scaled by `grad_scale` (1 /
   // accumulation steps). `last`: the step's final micro-batch (its backward starts the reductions). A
@@ -212,7 +222,10 @@ class TrainStep {
   const NoiseSchedule& sched_;
   const StepOptions opt_;  // a copy: callers pass temporaries
   Communicator* comm_;
-  std::unique_ptr<GradientReducer> reducer_;
+  Communicator* te_comm_;                                  // a GPU pair's text-encoder lane (else comm_)
+  std::unique_ptr<GradientReducer> reducer_, te_reducer_;  // te_reducer_: a GPU pair's, else null
+  GradientReducer* reducer_for(const std::string& model) const;
+  Communicator* comm_for(const ModelBuffers& b) const;
   std::vector<MicroBatch> mbs_;  // host side, for combine_losses
   std::vector<Tensor> mse_;      // per micro-batch: F32 [S] in backend memory
   Tensor sumsq_, coef_, check_;  // F64 [2], F32 [2], F32 [sum of S]

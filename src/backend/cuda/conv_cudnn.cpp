@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "cuda_check.h"
+#include "current_device.h"
 #include "device_allocator.h"
 #include "dreambooth/kernels/elementwise.h"
 
@@ -172,7 +173,7 @@ std::unique_ptr<ConvDescriptors> make_conv_descriptors(const ConvShape& s, DType
 }
 
 std::unique_ptr<Conv> make_conv(int device, cudaStream_t stream, DeviceAllocator& alloc) {
-  DB_CUDA(cudaSetDevice(device));
+  use_device(device);  // the handle belongs to the device current at creation
   return std::make_unique<CudnnConv>(stream, alloc);
 }
 

@@ -3,9 +3,11 @@
 // against the CUDA emulator (DB_EMU) for build/emu/dreambooth.
 #include <cuda_runtime_api.h>
 
+#include <utility>
 #include <vector>
 
 #include "cuda_ops.h"
+#include "current_device.h"
 #include "dreambooth/backend/cuda/philox_kernel.h"
 #include "dreambooth/backend/device.h"
 #include "dreambooth/core/error.h"
@@ -63,6 +65,23 @@ bool self_check(std::string* report) {
   return bad == 0;
 }
 
+// Both directions or neither; an access enabled earlier in this process counts.
+bool enable_peer_access(int a, int b) {
+  int ab = 0, ba = 0;
+  DB_CUDA(cudaDeviceCanAccessPeer(&ab, a, b));
+  DB_CUDA(cudaDeviceCanAccessPeer(&ba, b, a));
+  if (!ab || !ba) return false;
+  for (auto [from, to] : {std::pair{a, b}, std::pair{b, a}}) {
+    cuda::use_device(from);
+    const cudaError_t e = cudaDeviceEnablePeerAccess(to, 0);
+    if (e == cudaErrorPeerAccessAlreadyEnabled)
+      cudaGetLastError();
+    else
+      DB_CUDA(e);
+  }
+  return true;
+}
+
 }  // namespace
 
 const CudaBackend* linked_cuda_backend() {
@@ -72,7 +91,7 @@ const CudaBackend* linked_cuda_backend() {
 #else
     false, "sm_80, sm_90a",
 #endif
-        device_count, make, self_check
+        device_count, make, self_check, enable_peer_access
   };
   return &backend;
 }

@@ -7,33 +7,46 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include "cuda_check.h"
+#include "current_device.h"
 #include "dreambooth/kernels/elementwise.h"
 #include "dreambooth/kernels/train_step.h"
 
 namespace db::cuda {
 
 CudaOps::CudaOps(int device) : device_(device) {
-  DB_CUDA(cudaSetDevice(device));
+  use_device(device);
   DB_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   alloc_ = std::make_unique<DeviceAllocator>(device, stream_);
   gemm_ = make_gemm(device, stream_, *alloc_);
   conv_ = make_conv(device, stream_, *alloc_);
   staging_ = std::make_unique<PinnedStaging>(stream_);
+  DB_CUDA(cudaEventCreateWithFlags(&reached_, cudaEventDisableTiming));
   DB_CUDA(cudaMalloc(reinterpret_cast<void**>(&bad_id_), sizeof(int)));
   DB_CUDA(cudaMemsetAsync(bad_id_, 0, sizeof(int), stream_));
 }
 
 CudaOps::~CudaOps() {
+  try {
+    use_device(device_);
+  } catch (const Error&) {  // a destructor must not throw; the frees below work from any device
+  }
   cudaStreamSynchronize(stream_);
   staging_.reset();
   conv_.reset();
   gemm_.reset();
   if (bad_id_) cudaFree(bad_id_);
+  if (reached_) cudaEventDestroy(reached_);
   // alloc_'s state outlives this object while tensors hold blocks; it synchronises its stream on release.
   alloc_.reset();
 }
 
+Tensor CudaOps::empty(const Shape& shape, DType dtype) {
+  use_device(device_);
+  return alloc_->empty(shape, dtype);
+}
+
 void CudaOps::expect(const Tensor& t, const char* what) const {
+  use_device(device_);  // every entry point that launches or copies checks a tensor first
   DB_CHECK(t.defined(), "cuda: ", what, ": undefined tensor");
   DB_CHECK(t.device() == Device::CUDA, "cuda: ", what, ": ", t.desc(),
            " is a host tensor (use upload / to_backend)");
@@ -50,6 +63,25 @@ void CudaOps::copy(const Tensor& src, Tensor& dst) {
   DB_CHECK(src.shape() == dst.shape() && src.dtype() == dst.dtype(), "copy: ", src.desc(), " into ",
            dst.desc());
   DB_CUDA(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+}
+
+// Between two devices: the copy runs on the source's stream after that stream waited for this one (dst's
+// block may still be in use by earlier work here), and this stream then waits for the copy. Peer-to-peer
+// DMA when the pair enabled peer access (cudaDeviceEnablePeerAccess, done by the trainer), else the
+// driver stages the copy through host memory; either way no host wait.
+void CudaOps::copy_from(Ops& from, const Tensor& src, Tensor& dst) {
+  if (&from == this) return copy(src, dst);
+  auto* other = dynamic_cast<CudaOps*>(&from);
+  DB_CHECK(other, "copy_from: from a ", from.name(), " backend to cuda");
+  expect(dst, "copy_from dst");
+  DB_CHECK(src.defined() && src.device() == Device::CUDA, "copy_from: src ", src.desc());
+  DB_CHECK(src.shape() == dst.shape() && src.dtype() == dst.dtype(), "copy_from: ", src.desc(), " into ",
+           dst.desc());
+  DB_CUDA(cudaEventRecord(reached_, stream_));
+  DB_CUDA(cudaStreamWaitEvent(other->stream_, reached_, 0));
+  DB_CUDA(cudaMemcpyPeerAsync(dst.raw(), device_, src.raw(), other->device_, src.nbytes(), other->stream_));
+  DB_CUDA(cudaEventRecord(other->reached_, other->stream_));
+  DB_CUDA(cudaStreamWaitEvent(stream_, other->reached_, 0));
 }
 
 void CudaOps::cast(const Tensor& src, Tensor& dst) {
@@ -70,6 +102,7 @@ void CudaOps::download(const Tensor& src, void* host) {
 }
 
 void CudaOps::synchronize() {
+  use_device(device_);
   int bad = 0;
   DB_CUDA(cudaMemcpyAsync(&bad, bad_id_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   DB_CUDA(cudaStreamSynchronize(stream_));

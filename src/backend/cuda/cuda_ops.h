@@ -1,9 +1,10 @@
 #pragma once
-// CudaOps: the Ops backend on one NVIDIA GPU (issue 14). Every op runs on one stream: GEMMs through
-// Gemm (cuBLASLt), convolutions through Conv (cuDNN), everything else through the project's kernels
-// (include/dreambooth/kernels/). bf16 activations and working weights, f32 statistics, gradients and
-// optimizer state (backend/ops.h precision contract). Memory from a stream-ordered caching allocator.
-// The same source runs on the CUDA emulator in the emulated build (`build/emu/dreambooth`): there
+// CudaOps: the Ops backend on one NVIDIA GPU (issue 14), bound to it: each entry point makes its device
+// current first (a thread-local compare when it already is), so several CudaOps share a thread. Every op runs
+// on one stream: GEMMs through Gemm (cuBLASLt), convolutions through Conv (cuDNN), everything else through
+// the project's kernels (include/dreambooth/kernels/). bf16 activations and working weights, f32 statistics,
+// gradients and optimizer state (backend/ops.h precision contract). Memory from a stream-ordered caching
+// allocator. The same source runs on the CUDA emulator in the emulated build (`build/emu/dreambooth`): there
 // Gemm and Conv are the CPU reference on the emulated device memory.
 #include <cuda_runtime_api.h>
 
@@ -28,9 +29,10 @@ class CudaOps final : public Ops {
   void set_activation_dtype(DType t) { act_ = t; }
 
   // ---- memory (cuda_ops.cpp) ----
-  Tensor empty(const Shape& shape, DType dtype = DType::F32) override { return alloc_->empty(shape, dtype); }
+  Tensor empty(const Shape& shape, DType dtype = DType::F32) override;
   void fill(Tensor& t, float value) override;
   void copy(const Tensor& src, Tensor& dst) override;
+  void copy_from(Ops& from, const Tensor& src, Tensor& dst) override;
   void cast(const Tensor& src, Tensor& dst) override;
   void upload(const void* host, Tensor& dst) override;
   void download(const Tensor& src, void* host) override;
@@ -90,9 +92,11 @@ class CudaOps final : public Ops {
                   const AdamWStep& p, const Tensor& coef) override;
 
   cudaStream_t stream() const { return stream_; }
+  int device_index() const { return device_; }
 
  private:
   // A device tensor of this backend (defined, on the GPU); `what` names the op and argument in errors.
+  // Also makes this backend's device current.
   void expect(const Tensor& t, const char* what) const;
   std::shared_ptr<void> scratch(size_t bytes) { return alloc_->scratch(bytes); }
   void run_conv_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dGeometry& g);
@@ -104,6 +108,7 @@ class CudaOps final : public Ops {
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<Conv> conv_;
   std::unique_ptr<PinnedStaging> staging_;
+  cudaEvent_t reached_ = nullptr;  // "this stream got here": cross-device ordering (copy_from)
   int* bad_id_ = nullptr;  // device int: embedding_forward's out-of-range id (+1), checked at synchronize()
 };
 

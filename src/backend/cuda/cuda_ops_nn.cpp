@@ -38,6 +38,9 @@ void CudaOps::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
 // dx [M, K] = dy [M, N] w [N, K]; dw [N, K] f32 += dy^T x; db [N] f32 += column sums of dy.
 void CudaOps::linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw,
                               Tensor* db) {
+  expect(dy, "linear_backward dy");
+  expect(x, "linear_backward x");
+  expect(w, "linear_backward w");
   const int64_t N = w.dim(0), K = w.numel() / N, M = x.numel() / K;
   DB_CHECK(dy.numel() == M * N && dy.dtype() == x.dtype(), "linear_backward: dy ", dy.desc(), " for input ",
            x.desc(), " and weight ", w.desc());

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "cuda_check.h"
+#include "current_device.h"
 #include "device_allocator.h"
 
 namespace db::cuda {
@@ -120,7 +121,7 @@ std::unique_ptr<GemmDescriptors> make_gemm_descriptors(const GemmArgs& g) {
 }
 
 std::unique_ptr<Gemm> make_gemm(int device, cudaStream_t stream, DeviceAllocator& alloc) {
-  DB_CUDA(cudaSetDevice(device));
+  use_device(device);  // the handle belongs to the device current at creation
   return std::make_unique<CublasLtGemm>(stream, alloc);
 }
 
