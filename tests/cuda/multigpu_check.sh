@@ -10,6 +10,10 @@
 #     while backward runs) and without (--bucket-mb 0: everything reduced after backward), each also
 #     with --shard-optimizer, sd15 random weights at 256x256, 6 steps; mean step_time_s of the last 4
 #     -> printed and OUT_DIR/overlap.txt.
+#  4. With >= 2 GPUs: --gpus-per-rank 2 (UNet and text encoder on the two GPUs of a pair, NCCL over
+#     one communicator per lane) on N/2 ranks vs N/2 ranks of one GPU each: sd1-tiny weights max abs
+#     <= 1e-6 (the same kernels in the same order: bit-identical on the emulator); sd15 256x256 step
+#     time of both -> OUT_DIR/pair.txt.
 # DEVICE=cpu runs 1 and 2 on the CPU over MPI, 2 ranks, 16 MiB (to check this script without a GPU).
 set -uo pipefail
 b=$1
@@ -64,6 +68,26 @@ if [ "$np" -ge 2 ] && [ "$dev" = cuda ]; then
       echo "sd15 256x256, $np ranks, --bucket-mb $mb $shard: mean step" \
         "$(jq -s '[.[2:][] | .step_time_s] | add / length' "$o/metrics.jsonl") s" | tee -a "$out/overlap.txt"
     done
+  done
+fi
+if [ "$np" -ge 2 ] && [ "$dev" = cuda ]; then
+  pr=$(( np / 2 ))
+  for g in 1 2; do
+    run "$pr" "$b/dreambooth" "${args[@]}" --model "$out/tiny" --max-steps 3 --gpus-per-rank $g \
+      --out "$out/pair$g" > /dev/null 2> "$out/pair$g.log" || { tail "$out/pair$g.log"; fail "train --gpus-per-rank $g"; }
+  done
+  rc=0; "$b/dreambooth" compare "$out/pair1" "$out/pair2" --json > "$out/cmp_pair.json" || rc=$?
+  [ $rc -le 1 ] || fail "compare exit $rc"
+  d=$(jq '[.tensors[] | .max_abs] | max' "$out/cmp_pair.json")
+  echo "--gpus-per-rank 2 vs 1 ($pr ranks): max abs $d (limit 1e-6)"
+  jq -n -e --argjson d "$d" '$d <= 1e-6' > /dev/null || fail "GPU-pair weights differ: $d"
+  for g in 1 2; do
+    o="$out/sd15pair$g"
+    run "$pr" "$b/dreambooth" train --device "$dev" --model "$out/sd15" --instance-data "$out/inst256.h5" \
+      --max-steps 6 --checkpoint-every 0 --progress-seconds 0 --gpus-per-rank $g --out "$o" \
+      > /dev/null 2> "$o.log" || { tail "$o.log"; fail "sd15 --gpus-per-rank $g"; }
+    echo "sd15 256x256, $pr ranks, --gpus-per-rank $g: mean step" \
+      "$(jq -s '[.[2:][] | .step_time_s] | add / length' "$o/metrics.jsonl") s" | tee -a "$out/pair.txt"
   done
 fi
 echo "multigpu check: OK"
