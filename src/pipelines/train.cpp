@@ -422,7 +422,10 @@ TrainResult run_train(const TrainOptions& o) {
     throw UsageError(
         "train: --shard-optimizer shards full fine-tuning's optimizer state; LoRA adapters "
         "are small, train them without it");
-  TrainState st = TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora, te_ops);
+  // --shard-optimizer: the moments (and sharded masters) are created at the owned range's size.
+  const int shard_ranks = o.shard_optimizer && !lora ? w.size : 1;
+  TrainState st =
+      TrainState::load(*ops, base, o.train_text_encoder && !lora, !lora, te_ops, w.rank, shard_ranks);
   if (w.size > 1 && w.is_root())
     log_info("train: gradients over ", comm->name(), ", buckets of ", o.bucket_mb, " MiB");
   if (lora) {
@@ -443,7 +446,7 @@ TrainResult run_train(const TrainOptions& o) {
                " MB instead of ", double(full) * 12 / (1 << 20), " MB (",
                double(full - adapters) * 12 / (1 << 20), " MB saved)");
   } else if (o.shard_optimizer && w.size > 1) {
-    const int64_t saved = st.shard_optimizer(*ops, w.rank, w.size);
+    const int64_t saved = st.sharding_saves_bytes();
     if (w.is_root())
       log_info("train: --shard-optimizer: AdamW moments",
                st.unet_buf.master_sharded ? " and f32 master weights" : "", " split over ", w.size,

@@ -25,7 +25,8 @@ Tensor on(Ops& to, Ops& from, const Tensor& t) {
 }
 }  // namespace
 
-ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained) {
+ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained,
+                                  const ShardLayout* layout, int rank) {
   DB_CHECK(host_params.numel() == reg.total_numel() && host_params.dtype() == DType::F32, "parameter buffer ",
            host_params.desc(), " does not match the registry (", reg.total_numel(), " f32 elements)");
   ModelBuffers b;
@@ -36,9 +37,15 @@ ModelBuffers ModelBuffers::create(Ops& ops, ParamRegistry reg, const Tensor& hos
   b.refresh_working(ops);
   if (trained) {
     const Shape s{b.reg.total_numel()};
-    for (Tensor* t : {&b.grad, &b.m, &b.v}) {
-      *t = ops.empty(s, DType::F32);
-      ops.fill(*t, 0.f);
+    b.grad = ops.empty(s, DType::F32);
+    ops.fill(b.grad, 0.f);
+    if (layout) {  // the owned range's moments only: the whole ones never exist on this rank
+      b.shard_optimizer(ops, *layout, rank);
+    } else {
+      for (Tensor* t : {&b.m, &b.v}) {
+        *t = ops.empty(s, DType::F32);
+        ops.fill(*t, 0.f);
+      }
     }
   }
   return b;
@@ -106,13 +113,10 @@ Tensor ModelBuffers::full_moment_host(Ops& ops, Communicator* comm, const Tensor
   return full;
 }
 
-int64_t TrainState::shard_optimizer(Ops& ops, int rank, int size) {
+int64_t TrainState::sharding_saves_bytes() const {
   int64_t saved = 0;
-  for (ModelBuffers* b : {&unet_buf, &te_buf})
-    if (b->trained()) {
-      b->shard_optimizer(ops_for(*b, ops), ShardLayout(b->reg.total_numel(), size), rank);
-      saved += b->sharding_saves_bytes();
-    }
+  for (const ModelBuffers* b : {&unet_buf, &te_buf})
+    if (b->sharded()) saved += b->sharding_saves_bytes();
   return saved;
 }
 
@@ -155,24 +159,28 @@ std::vector<ModelBuffers*> TrainState::trained_buffers() {
 
 TrainState TrainState::from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                             const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                            bool train_text_encoder, bool train_unet, Ops* te_ops) {
+                            bool train_text_encoder, bool train_unet, Ops* te_ops, int shard_rank,
+                            int shard_ranks) {
   TrainState s;
   s.unet_cfg = uc;
   s.te_cfg = tc;
   s.te_ops = te_ops;
-  s.unet_buf = ModelBuffers::create(ops, ureg, up, train_unet);
-  s.te_buf = ModelBuffers::create(te_ops ? *te_ops : ops, treg, tp, train_text_encoder);
+  const ShardLayout ul(ureg.total_numel(), shard_ranks), tl(treg.total_numel(), shard_ranks);
+  const bool shard = shard_ranks > 1;
+  s.unet_buf = ModelBuffers::create(ops, ureg, up, train_unet, shard ? &ul : nullptr, shard_rank);
+  s.te_buf = ModelBuffers::create(te_ops ? *te_ops : ops, treg, tp, train_text_encoder, shard ? &tl : nullptr,
+                                  shard_rank);
   s.bind();
   return s;
 }
 
 TrainState TrainState::load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet,
-                            Ops* te_ops) {
+                            Ops* te_ops, int shard_rank, int shard_ranks) {
   ParamRegistry ureg = folder.registry(Component::UNet), treg = folder.registry(Component::TextEncoder);
   const Tensor up = folder.load(Component::UNet, ureg);
   const Tensor tp = folder.load(Component::TextEncoder, treg);
   return from(ops, folder.unet, ureg, up, folder.text_encoder, treg, tp, train_text_encoder, train_unet,
-              te_ops);
+              te_ops, shard_rank, shard_ranks);
 }
 
 void TrainState::zero_grads(Ops& ops) {

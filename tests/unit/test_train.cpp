@@ -315,3 +315,29 @@ TEST(Train, GradientCheckpointingIsExact) {
   EXPECT_EQ(std::memcmp(pa.raw(), pb.raw(), pa.nbytes()), 0);
   EXPECT_EQ(std::memcmp(qa.raw(), qb.raw(), qa.nbytes()), 0);
 }
+
+// --shard-optimizer creates the moments at the owned range's size: loading rank 1 of 2 never holds the
+// whole m and v, so its peak backend memory is below the unsharded load's by at least the moments of
+// the ranges it does not own (8 B per parameter). Creating them whole and sharding later fails this.
+TEST(Train, ShardedLoadNeverHoldsWholeMoments) {
+  const ModelFolder mf = ModelFolder::open(golden_path("sd1-tiny/model"));
+  auto load_peak = [&](int ranks, TrainState* out) {
+    CpuOps ops;
+    ops.reset_peak_memory();
+    *out = TrainState::load(ops, mf, true, true, nullptr, 1, ranks);
+    return ops.memory_stats().peak;
+  };
+  TrainState whole, part;
+  const size_t p_whole = load_peak(1, &whole), p_part = load_peak(2, &part);
+  int64_t not_owned = 0;
+  for (const ModelBuffers* b : {&part.unet_buf, &part.te_buf}) {
+    ASSERT_TRUE(b->sharded());
+    EXPECT_EQ(b->m.numel(), b->own_end - b->own_begin);
+    EXPECT_EQ(b->v.numel(), b->own_end - b->own_begin);
+    EXPECT_EQ(b->own_end, b->reg.total_numel());  // rank 1 of 2 owns the tail
+    not_owned += b->reg.total_numel() - (b->own_end - b->own_begin);
+  }
+  EXPECT_FALSE(whole.unet_buf.sharded());
+  EXPECT_EQ(part.sharding_saves_bytes(), not_owned * 8);  // f32 on the CPU: the master stays whole
+  EXPECT_GE(int64_t(p_whole) - int64_t(p_part), not_owned * 8) << "peak " << p_whole << " vs " << p_part;
+}

@@ -60,7 +60,7 @@ struct StepOptions {
 // master itself on the CPU, a bf16 copy on a GPU); and, for a trained model, f32 gradients and AdamW
 // moments (undefined for a frozen one: no memory spent on them).
 //
-// Sharded optimizer (--shard-optimizer, ZeRO-1; shard_optimizer()): this rank owns [own_begin, own_end)
+// Sharded optimizer (--shard-optimizer, ZeRO-1; create() with a layout): this rank owns [own_begin, own_end)
 // of the flat buffers; m and v hold that range only and AdamW updates that range. When the working copy
 // is separate (bf16 on a GPU or the emulated GPU), the f32 master holds that range only too
 // (master_sharded): AdamW writes the owned range of the working copy and the working copy is
@@ -96,7 +96,8 @@ struct ModelBuffers {
   void load_master(Ops& ops, const Tensor& host);
   // From host f32 parameters laid out by `reg`; gradients and moments zeroed when `trained`. On the CPU
   // the master shares `host_params`' storage.
-  static ModelBuffers create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained);
+  static ModelBuffers create(Ops& ops, ParamRegistry reg, const Tensor& host_params, bool trained,
+                             const ShardLayout* layout = nullptr, int rank = 0);
   // working = master in the working dtype (after the master changed outside AdamW; not master_sharded).
   void refresh_working(Ops& ops);
 };
@@ -144,15 +145,18 @@ struct TrainState {
   // Parameters loaded from a model folder (unet/, text_encoder/); gradients and moments zero.
   // train_unet false: no UNet gradient or moment buffers either (LoRA: enable_lora next).
   // te_ops: where the text encoder goes (null: `ops`).
+  // shard_ranks > 1: ZeRO-1 over that many ranks from the start (this is `shard_rank`): the trained
+  // models' moments (and sharded masters) are allocated at the owned range's size, never whole.
   static TrainState load(Ops& ops, const ModelFolder& folder, bool train_text_encoder, bool train_unet = true,
-                         Ops* te_ops = nullptr);
+                         Ops* te_ops = nullptr, int shard_rank = 0, int shard_ranks = 1);
   // From configs and host parameter buffers (tests).
   static TrainState from(Ops& ops, const UNetConfig& uc, const ParamRegistry& ureg, const Tensor& up,
                          const ClipTextConfig& tc, const ParamRegistry& treg, const Tensor& tp,
-                         bool train_text_encoder, bool train_unet = true, Ops* te_ops = nullptr);
+                         bool train_text_encoder, bool train_unet = true, Ops* te_ops = nullptr,
+                         int shard_rank = 0, int shard_ranks = 1);
   void zero_grads(Ops& ops);
-  // ZeRO-1 over `size` ranks for every trained model; returns the bytes saved on this rank.
-  int64_t shard_optimizer(Ops& ops, int rank, int size);
+  // The optimizer-state bytes ZeRO-1 saves on this rank (0 unsharded).
+  int64_t sharding_saves_bytes() const;
 };
 
 // One micro-batch on this rank, host memory: S = B (no prior) or 2B samples.
