@@ -205,7 +205,8 @@ endif
 # nvcc and the tests that hold on any device; the emulator-only ones (its own semantics, broken kernels
 # that would hang a GPU) are left out. `make` builds it so the tests keep compiling under nvcc; it runs
 # only where a GPU is lent.
-EMU_ONLY       := tests/emu/test_emulator.cpp tests/emu/test_multi_device.cpp tests/emu/test_broken_kernels.cpp tests/emu/broken_kernels.cu
+EMU_ONLY       := tests/emu/test_emulator.cpp tests/emu/test_multi_device.cpp tests/emu/test_broken_kernels.cpp tests/emu/broken_kernels.cu \
+                  tests/cuda/test_cuda_host_waits.cpp tests/emu/test_host_waits.cpp
 ifeq ($(CUDA),1)
 GPU_DIR        := $(BUILD)/gpu
 GPU_TEST_OBJS  := $(patsubst %.cpp,$(GPU_DIR)/%.o,$(filter-out $(EMU_ONLY),$(EMU_TEST_SRCS))) \
@@ -223,7 +224,7 @@ $(BUILD)/gpu_kernel_tests: $(GPU_TEST_OBJS) $(GPU_MAIN_OBJ) $(CUDA_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest
 -include $(GPU_TEST_OBJS:.o=.d) $(GPU_MAIN_OBJ:.o=.d)
 # tests/cuda/ on a real GPU (cuBLASLt and cuDNN in place of the CPU stand-ins).
-GPU_CUDA_TEST_OBJS := $(CUDA_TEST_SRCS:%.cpp=$(GPU_DIR)/%.o)
+GPU_CUDA_TEST_OBJS := $(patsubst %.cpp,$(GPU_DIR)/%.o,$(filter-out $(EMU_ONLY),$(CUDA_TEST_SRCS)))
 all: $(BUILD)/gpu_cuda_tests
 $(BUILD)/gpu_cuda_tests: $(GPU_CUDA_TEST_OBJS) $(GPU_MAIN_OBJ) $(CUDA_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lgtest

@@ -9,6 +9,7 @@
 
 #include "allocations.h"
 #include "block.h"
+#include "host_waits_internal.h"
 #include "dreambooth/emu/violation.h"
 #include "runtime_state.h"
 #include "worker_pool.h"
@@ -141,6 +142,7 @@ cudaError_t run_launch(const LaunchSpec& spec, const PointerParam* pointers, int
   if (launch.failed) throw_violation(launch.check, launch.message);
   const std::string damage = check_all_guards();
   if (!damage.empty()) throw_violation("global-guard", "[global-guard] " + where + ": " + damage);
+  note_work(spec.stream);
   return cudaSuccess;
 }
 

@@ -18,6 +18,7 @@
 #include "dreambooth/emu/options.h"
 #include "dreambooth/emu/violation.h"
 #include "device_limits.h"
+#include "host_waits_internal.h"
 #include "runtime_state.h"
 
 struct CUstream_st {
@@ -239,6 +240,7 @@ cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int) {
   return allocate_into(pHost, size, MemoryKind::PinnedHost, -1, "cudaHostAlloc");
 }
 cudaError_t cudaFree(void* devPtr) {
+  if (devPtr) note_device_sync(current_device());  // cudaFree synchronises the device
   return free_from(devPtr, true, false, "cudaFree");
 }
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
@@ -246,31 +248,44 @@ cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
   return free_from(devPtr, true, false, "cudaFreeAsync");
 }
 cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr) note_device_sync(current_device());  // so does cudaFreeHost
   return free_from(ptr, false, true, "cudaFreeHost");
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
-  return copy(dst, src, count, kind, "cudaMemcpy");
+  const cudaError_t e = copy(dst, src, count, kind, "cudaMemcpy");
+  const bool device =
+      kind == cudaMemcpyDefault ? is_device_side(dst) || is_device_side(src) : kind != cudaMemcpyHostToHost;
+  if (e == cudaSuccess && count > 0 && device) note_blocking_copy();
+  return e;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaMemcpyAsync")) return e;
-  return copy(dst, src, count, kind, "cudaMemcpyAsync");
+  const cudaError_t e = copy(dst, src, count, kind, "cudaMemcpyAsync");
+  if (e == cudaSuccess) note_work(stream);
+  return e;
 }
 cudaError_t cudaMemcpyPeer(void* dst, int dstDevice, const void* src, int srcDevice, size_t count) {
-  return peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeer");
+  const cudaError_t e = peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeer");
+  if (e == cudaSuccess && count > 0) note_blocking_copy();
+  return e;
 }
 cudaError_t cudaMemcpyPeerAsync(void* dst, int dstDevice, const void* src, int srcDevice, size_t count,
                                 cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaMemcpyPeerAsync")) return e;
-  return peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeerAsync");
+  const cudaError_t e = peer_copy(dst, dstDevice, src, srcDevice, count, "cudaMemcpyPeerAsync");
+  if (e == cudaSuccess) note_work(stream);
+  return e;
 }
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   return fill(devPtr, value, count, "cudaMemset");
 }
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaMemsetAsync")) return e;
-  return fill(devPtr, value, count, "cudaMemsetAsync");
+  const cudaError_t e = fill(devPtr, value, count, "cudaMemsetAsync");
+  if (e == cudaSuccess) note_work(stream);
+  return e;
 }
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   const size_t limit = db::emu::options().device_memory;
@@ -314,7 +329,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags)
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   {
     std::lock_guard lock(handles().mutex);
-    if (handles().streams.erase(stream) == 1) {
+    if (handles().streams.count(stream) == 1) {
+      forget_stream(stream);
+      handles().streams.erase(stream);
       delete stream;
       return cudaSuccess;
     }
@@ -322,7 +339,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return set_error(cudaErrorInvalidResourceHandle, "[stream] cudaStreamDestroy: not a live created stream");
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return checked_stream(stream, "cudaStreamSynchronize");
+  if (cudaError_t e = checked_stream(stream, "cudaStreamSynchronize")) return e;
+  note_stream_sync(stream);
+  return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   return checked_stream(stream, "cudaStreamQuery");
@@ -355,17 +374,20 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
                          ", the stream to device " + std::to_string(stream_device(stream)));
   event->time = std::chrono::steady_clock::now();
   event->recorded = true;
+  note_event_record(event, stream);
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!live_event(event))
     return set_error(cudaErrorInvalidResourceHandle, "[event] cudaEventSynchronize: not a live event");
+  note_event_sync(event);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (!live_event(event))
     return set_error(cudaErrorInvalidResourceHandle, "[event] cudaEventQuery: not a live event");
-  return cudaSuccess;
+  // Not an error (the last error stays): the device is as slow as stream order allows.
+  return event_pending(event) ? cudaErrorNotReady : cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms) return set_error(cudaErrorInvalidValue, "[event] cudaEventElapsedTime: null result pointer");
@@ -385,6 +407,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   {
     std::lock_guard lock(handles().mutex);
     if (handles().events.erase(event) == 1) {
+      forget_event(event);
       delete event;
       return cudaSuccess;
     }
@@ -393,6 +416,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+  note_device_sync(current_device());
   return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {

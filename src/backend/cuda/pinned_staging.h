@@ -4,9 +4,14 @@
 // upload() returns (the loader reuses its batch buffers). A copy from pageable memory would instead be
 // staged by the driver through its own bounce buffer, serialising with the host thread.
 //
-// A ring of kBlocks blocks, each reused once the event recorded after its last copy has completed; a
-// block grows (cudaFreeHost + cudaHostAlloc) to the largest upload it has carried. Uploads larger than
-// kMaxBytes (model weights at load time, once) go straight from pageable memory.
+// A ring of blocks, each reused once the event recorded after its last copy has completed. When the next
+// block's copy is still queued (behind the kernels issued before it: a step uploads each micro-batch
+// after issuing the previous one's backward), a new block joins the ring there instead of the host
+// waiting, so the ring grows to the uploads in flight (steady state: one training step's) and a step
+// has no host wait but its own (TrainStep::finish; tests/cuda/test_cuda_train.cpp counts them). Up to
+// kMaxBlocks; beyond, the oldest block is waited for. A block grows (cudaFreeHost, which synchronises the
+// device, + cudaHostAlloc) to the power of two >= the largest upload it has carried, at least 1 MiB. Uploads
+// larger than kMaxBytes (model weights at load time, once) go straight from pageable memory.
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -16,7 +21,8 @@ namespace db::cuda {
 
 class PinnedStaging {
  public:
-  static constexpr int kBlocks = 4;
+  static constexpr size_t kFirstBlocks = 4, kMaxBlocks = 64;
+  static constexpr size_t kMinBlockBytes = size_t(1) << 20;  // blocks are powers of two, >= 1 MiB
   static constexpr size_t kMaxBytes = size_t(64) << 20;
 
   explicit PinnedStaging(cudaStream_t stream) : stream_(stream) {}
@@ -34,6 +40,7 @@ class PinnedStaging {
     size_t capacity = 0;
     cudaEvent_t done = nullptr;
   };
+  Block& next_free_block();
   cudaStream_t stream_;
   std::vector<Block> ring_;
   size_t next_ = 0;
