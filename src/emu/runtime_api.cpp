@@ -263,7 +263,15 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
                             cudaStream_t stream) {
   if (cudaError_t e = checked_stream(stream, "cudaMemcpyAsync")) return e;
   const cudaError_t e = copy(dst, src, count, kind, "cudaMemcpyAsync");
-  if (e == cudaSuccess) note_work(stream);
+  if (e != cudaSuccess) return e;
+  // Into pageable host memory the real runtime returns only when the copy is done: a wait for the work
+  // before it, after which nothing is outstanding.
+  const bool from_device = kind == cudaMemcpyDefault ? is_device_side(src) : kind == cudaMemcpyDeviceToHost;
+  const auto to = db::emu::find_allocation(dst);
+  if (count > 0 && from_device && !is_device_side(dst) && !(to && to->kind == MemoryKind::PinnedHost))
+    note_stream_sync(stream);
+  else
+    note_work(stream);
   return e;
 }
 cudaError_t cudaMemcpyPeer(void* dst, int dstDevice, const void* src, int srcDevice, size_t count) {

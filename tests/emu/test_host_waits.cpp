@@ -45,9 +45,21 @@ TEST(EmuHostWaits, CountsOnlyWaitsOnUnknownWork) {
   EXPECT_EQ(cudaMemcpy(h, h + 128, 64, cudaMemcpyHostToHost), cudaSuccess);  // host only: none
   EXPECT_EQ(waits(), 3u);
 
+  ASSERT_EQ(cudaMemsetAsync(d, 3, 256, s), cudaSuccess);
+  void* pinned = nullptr;
+  ASSERT_EQ(cudaHostAlloc(&pinned, 256, cudaHostAllocDefault), cudaSuccess);
+  EXPECT_EQ(cudaMemcpyAsync(pinned, d, 256, cudaMemcpyDeviceToHost, s), cudaSuccess);  // truly async
+  EXPECT_EQ(waits(), 3u);
+  EXPECT_EQ(cudaMemcpyAsync(h, d, 256, cudaMemcpyDeviceToHost, s), cudaSuccess);  // pageable: waits
+  EXPECT_EQ(waits(), 4u);
+  EXPECT_EQ(cudaMemcpyAsync(h, d, 256, cudaMemcpyDeviceToHost, s), cudaSuccess);  // nothing new before it
+  EXPECT_EQ(waits(), 4u);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);  // synchronises the device: nothing pending
+  EXPECT_EQ(waits(), 4u);
+
   ASSERT_EQ(cudaMemsetAsync(d, 2, 256, s), cudaSuccess);
   EXPECT_EQ(cudaFree(d), cudaSuccess);  // synchronises the device
-  EXPECT_EQ(waits(), 4u);
+  EXPECT_EQ(waits(), 5u);
   EXPECT_EQ(cudaEventDestroy(e), cudaSuccess);
   EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }

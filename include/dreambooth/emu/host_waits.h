@@ -7,6 +7,8 @@
 //   cudaDeviceSynchronize()    a wait when any stream of the current device has
 //   cudaEventSynchronize(e)    a wait when the work e recorded is not known complete
 //   cudaMemcpy / cudaMemcpyPeer touching device memory: always a wait (the host waits for the copy)
+//   cudaMemcpyAsync from the device into pageable host memory: as a stream sync (the runtime returns
+//                              only when the copy is done)
 //   cudaFree, cudaFreeHost     synchronise the device, as the real runtime does
 // Queries never count and teach the host nothing; cudaEventQuery answers cudaErrorNotReady while the
 // event's work is not known complete (the device is taken to be as slow as stream order allows, so
