@@ -12,25 +12,15 @@ LORA_FILE gives the expected W + B A. Exit 1 with one `error:` line otherwise.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+from pipeline_check import check_two_step_image, fail  # sets the environment first
 
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from diffusers import StableDiffusionPipeline  # noqa: E402
-
-
-def fail(msg: str) -> None:
-    print(f"error: {msg}")
-    sys.exit(1)
 
 
 def module_weights(module: torch.nn.Module, strip_text_model: bool) -> dict[str, torch.Tensor]:
@@ -78,11 +68,7 @@ def main() -> None:
     changed = sum(1 for c in after for k, v in after[c].items() if not torch.equal(v, before[c][k]))
     if changed != checked:
         fail(f"fuse_lora changed {changed} tensors, the file adapts {checked}")
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    img = pipe("photo of unqtkn dog", num_inference_steps=2, guidance_scale=7.5, height=size, width=size,
-               output_type="np", generator=torch.Generator().manual_seed(0)).images
-    if not torch.isfinite(torch.from_numpy(img)).all():
-        fail("the image is not finite")
+    check_two_step_image(pipe)
     print(f"{loaded}: load_lora_weights + fuse_lora = W + B A of {lora.name} for {checked} modules: OK")
 
 

@@ -16,16 +16,11 @@ import os
 import sys
 import traceback
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+from pipeline_check import fail as fail_to  # sets the environment first
 
 
 def fail(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(1)
+    fail_to(msg, file=sys.stderr)
 
 
 def check_weights(root: str, pipe) -> None:
