@@ -38,6 +38,17 @@ constexpr int kRows = 64;     // rows per chunk of the backward grid
 constexpr int kMaxCg = 6144;  // a[c], s[c] of one group in <= 48 KiB of dynamic shared memory
 using norm::kSliceRows;
 
+// The U packs of V channels that thread item i0 starts (items i0 + u * blockDim.x, pack j of row n of a
+// group's [N, cv] packs; rows C apart); those past `items` are left unset.
+template <class T, int V, int U>
+__device__ __forceinline__ void load_packs(const T* x, int i0, int items, int cv, int C, float (&v)[U][V]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
+    if (i < items) norm::load<T, V>(x + int64_t(n) * C + j * V, v[u]);
+  }
+}
+
 // x, y [B, N, C]; mean, rstd [B, G]. grid (G, B).
 template <class T, int V, bool SILU>
 __global__ void __launch_bounds__(512, 1)
@@ -54,11 +65,7 @@ __global__ void __launch_bounds__(512, 1)
   Stats s{0.f, 0.f, 0.f};
   for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
     float v[U][V];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
-      if (i < items) norm::load<T, V>(x + base + int64_t(n) * C + j * V, v[u]);
-    }
+    load_packs<T, V, U>(x + base, i0, items, cv, C, v);
 #pragma unroll
     for (int u = 0; u < U; ++u)
       if (i0 + u * int(blockDim.x) < items) s = norm::merge(s, norm::pack_stats<V>(v[u]));
@@ -77,11 +84,7 @@ __global__ void __launch_bounds__(512, 1)
   __syncthreads();
   for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
     float v[U][V];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
-      if (i < items) norm::load<T, V>(x + base + int64_t(n) * C + j * V, v[u]);
-    }
+    load_packs<T, V, U>(x + base, i0, items, cv, C, v);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = i0 + u * blockDim.x, n = i / cv, j = i - n * cv;
