@@ -13,6 +13,7 @@
 
 #include "../../src/backend/cuda/cuda_ops.h"
 #include "../unit/test_helpers.h"
+#include "step_compare.h"
 #include "../unit/train_harness.h"
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/diffusion/noise_schedule.h"
@@ -21,6 +22,8 @@
 
 namespace db {
 namespace {
+
+using test::rel;
 
 using test::Golden;
 using test::golden_path;
@@ -71,10 +74,6 @@ LoraRun three_steps(Ops& ops) {
   return r;
 }
 
-double rel(double a, double ref) {
-  return std::abs(a - ref) / std::max(std::abs(ref), 1e-30);
-}
-
 class CudaLora : public ::testing::TestWithParam<DType> {};
 
 TEST_P(CudaLora, ThreeStepsMatchCpu) {
@@ -86,9 +85,7 @@ TEST_P(CudaLora, ThreeStepsMatchCpu) {
   const LoraRun ref = three_steps(cpu), got = three_steps(gpu);
   for (int s = 0; s < 3; ++s) {
     const StepResult &g = got.steps[size_t(s)], &r = ref.steps[size_t(s)];
-    std::printf("  step %d  loss %.7f (cpu %.7f, rel %.1e)  grad_norm %.6f (cpu %.6f, rel %.1e)\n", s,
-                g.loss.loss, r.loss.loss, rel(g.loss.loss, r.loss.loss), g.update.grad_norm,
-                r.update.grad_norm, rel(g.update.grad_norm, r.update.grad_norm));
+    test::print_step_vs_cpu(s, g, r);
     EXPECT_LE(rel(g.loss.loss, r.loss.loss), loss_tol) << "step " << s;
     EXPECT_LE(rel(g.update.grad_norm, r.update.grad_norm), loss_tol) << "step " << s;
     EXPECT_TRUE(g.update.applied);

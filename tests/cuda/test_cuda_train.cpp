@@ -19,6 +19,7 @@
 
 #include "../../src/backend/cuda/cuda_ops.h"
 #include "../unit/test_helpers.h"
+#include "step_compare.h"
 #include "../unit/train_harness.h"
 #include "dreambooth/backend/cpu_ops.h"
 #include "dreambooth/diffusion/noise_schedule.h"
@@ -27,6 +28,8 @@
 
 namespace db {
 namespace {
+
+using test::rel;
 
 using test::Golden;
 using test::golden_path;
@@ -55,10 +58,6 @@ TrainRun three_steps(Ops& ops, const std::string& preset, bool checkpointing) {
   r.unet3 = to_host(ops, st.unet_buf.master).clone();
   r.te3 = to_host(ops, st.te_buf.master).clone();
   return r;
-}
-
-double rel(double a, double ref) {
-  return std::abs(a - ref) / std::max(std::abs(ref), 1e-30);
 }
 
 // ||(a3 - a0) - (b3 - b0)|| / ||b3 - b0|| over the parameters of both models whose gradient is not zero in
@@ -117,9 +116,7 @@ TEST_P(CudaTrain, ThreeStepsMatchCpu) {
   const TrainRun got = three_steps(gpu, c.preset, c.checkpointing);
   for (int s = 0; s < 3; ++s) {
     const StepResult &g = got.steps[size_t(s)], &r = ref.steps[size_t(s)];
-    std::printf("  step %d  loss %.7f (cpu %.7f, rel %.1e)  grad_norm %.6f (cpu %.6f, rel %.1e)\n", s,
-                g.loss.loss, r.loss.loss, rel(g.loss.loss, r.loss.loss), g.update.grad_norm,
-                r.update.grad_norm, rel(g.update.grad_norm, r.update.grad_norm));
+    test::print_step_vs_cpu(s, g, r);
     EXPECT_LE(rel(g.loss.loss, r.loss.loss), loss_tol) << "step " << s;
     EXPECT_LE(rel(g.loss.instance, r.loss.instance), loss_tol) << "step " << s;
     EXPECT_LE(rel(g.loss.prior, r.loss.prior), loss_tol) << "step " << s;
